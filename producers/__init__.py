@@ -1,0 +1,1 @@
+"""Event producers and load generators for the scorer's input topics."""

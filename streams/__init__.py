@@ -1,0 +1,1 @@
+"""The real-time marketing scorer: Faust agents over Kafka calling Triton-served models."""

@@ -1,0 +1,29 @@
+"""`python -m streams worker`: run one Faust worker process with settings from MS_* variables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m streams", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("worker", help="run a worker until SIGTERM/SIGINT")
+    args = parser.parse_args(argv)
+
+    if args.command == "worker":
+        import faust
+
+        from streams.app import create_app
+        from streams.settings import Settings
+
+        settings = Settings()
+        app = create_app(settings)
+        # Worker.execute_from_commandline runs the loop and exits the process (SystemExit).
+        faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""chat -> cs-replies: one encoder pass per message gives intent and sentiment; then reply or hand off."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from streams.dlq import dead_letter
+from streams.errors import BadInput, Reason
+from streams.handlers.common import Context, Outcome, Output, Record, per_item
+from streams.inference import TextScores
+from streams.replies import decide, sentiment_of
+from streams.schemas import ChatMessage, CsReply
+
+
+def check_text(text: str, limit: int) -> None:
+    if len(text) > limit:
+        raise BadInput(Reason.OVERSIZED, f"text is {len(text)} characters, limit {limit}")
+
+
+def _row(scores: TextScores, i: int) -> tuple[float, np.ndarray]:
+    return float(scores.p_positive[i]), scores.intent_probs[i]
+
+
+async def handle_chat(records: Sequence[Record[ChatMessage]], ctx: Context) -> list[Outcome]:
+    topics = ctx.settings.topics
+    results = await per_item(
+        [r.value.text for r in records], lambda texts: ctx.models.score_texts(texts), _row
+    )
+    out: list[Outcome] = []
+    for record, result in zip(records, results, strict=True):
+        if isinstance(result, BadInput):
+            out.append(
+                dead_letter(
+                    record.meta,
+                    record.raw,
+                    result,
+                    stage="inference",
+                    dlq_topic=topics.dlq(record.meta.topic),
+                )
+            )
+            continue
+        p_positive, intent_probs = result
+        best = int(np.argmax(intent_probs))
+        intent, confidence = ctx.labels.intents[best], float(intent_probs[best])
+        decision = decide(intent, confidence, p_positive)
+        msg = record.value
+        reply = CsReply(
+            reply_id=f"reply:{record.source.record_id}",
+            conversation_id=msg.conversation_id,
+            in_reply_to=msg.message_id,
+            user_id=msg.user_id,
+            intent=intent,
+            intent_confidence=round(confidence, 4),
+            sentiment=sentiment_of(p_positive, ctx.settings.neutral_band),
+            action=decision.action,
+            reply_text=decision.reply_text,
+            handoff_queue=decision.handoff_queue,
+            reasons=decision.reasons,
+            source=record.source,
+            ts=ctx.now(),
+        )
+        out.append(Output.of(topics.cs_replies, msg.conversation_id, reply))
+    return out

@@ -1,0 +1,89 @@
+"""Types shared by the handlers, and the batch-inference helper that isolates bad requests."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from streams.dlq import DeadLetter, RecordMeta
+from streams.errors import BadInput, Reason, RejectedInference
+from streams.inference import Recommendations, TextScores
+from streams.labels import TextLabels
+from streams.schemas.common import SourceRef
+from streams.serde import encode
+from streams.settings import Settings
+
+log = logging.getLogger("streams.handlers")
+
+M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Record(Generic[M]):
+    meta: RecordMeta
+    raw: bytes | None
+    value: M
+
+    @property
+    def source(self) -> SourceRef:
+        return SourceRef(topic=self.meta.topic, partition=self.meta.partition, offset=self.meta.offset)
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str
+    key: str
+    value: bytes
+
+    @classmethod
+    def of(cls, topic: str, key: str, model: BaseModel) -> Output:
+        return cls(topic=topic, key=key, value=encode(model))
+
+
+Outcome = Output | DeadLetter
+
+
+class Models(Protocol):
+    async def score_texts(self, texts: Sequence[str], *, deadline_s: float | None = None) -> TextScores: ...
+
+    async def recommend(
+        self, histories: Sequence[Sequence[int]], *, deadline_s: float | None = None
+    ) -> Recommendations: ...
+
+
+@dataclass
+class Context:
+    """What a handler may use: settings, the models, per-user state, a clock."""
+
+    settings: Settings
+    models: Models
+    labels: TextLabels
+    profiles: MutableMapping[str, Any]
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+
+async def per_item(
+    items: Sequence[Any], call: Callable[[Sequence[Any]], Awaitable[R]], split: Callable[[R, int], Any]
+) -> list[Any | BadInput]:
+    """Run `call` on the whole batch; if the server rejects it, retry item by item so one bad
+    request costs only itself (a dead letter) and not its neighbours."""
+    try:
+        result = await call(items)
+        return [split(result, i) for i in range(len(items))]
+    except RejectedInference as exc:
+        if len(items) == 1:
+            return [BadInput(Reason.INFERENCE_REJECTED, str(exc))]
+        log.warning("batch of %d rejected (%s); isolating the bad items", len(items), exc.status)
+    out: list[Any | BadInput] = []
+    for item in items:
+        try:
+            out.append(split(await call([item]), 0))
+        except RejectedInference as exc:
+            out.append(BadInput(Reason.INFERENCE_REJECTED, str(exc)))
+    return out

@@ -1,0 +1,125 @@
+"""clickstream and social -> segment-updates: update the user's profile, emit only on a change.
+
+Segments are evaluated after every event, in partition order, so the updates a user gets do not
+depend on how records happened to be batched. The recommender is called once per batch for all
+the changes in it, with each user's item history as it was at the changing event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from streams.dlq import dead_letter
+from streams.errors import BadInput, RejectedInference
+from streams.handlers.chat import _row as text_row
+from streams.handlers.common import Context, Outcome, Output, Record, per_item
+from streams.inference import Recommendations
+from streams.profile import Profile
+from streams.schemas import ClickEvent, Recommendation, SegmentUpdate, SocialPost
+from streams.segments import SegmentChange, evaluate
+
+log = logging.getLogger("streams.handlers.segments")
+
+TOP_K_IN_UPDATE = 5
+
+
+@dataclass
+class _Pending:
+    record: Record[ClickEvent] | Record[SocialPost]
+    user_id: str
+    version: int
+    change: SegmentChange
+    history: list[int]
+    extra_reasons: list[str]
+
+
+def load_profile(ctx: Context, user_id: str) -> Profile:
+    stored = ctx.profiles.get(user_id)
+    return Profile.model_validate(stored) if stored else Profile()
+
+
+def _commit(
+    ctx: Context, user_id: str, profile: Profile, record: Record, extra: list[str], pending: list[_Pending]
+) -> None:
+    change = evaluate(profile)
+    if change is not None:
+        profile.segments = change.segments
+        profile.version += 1
+        pending.append(_Pending(record, user_id, profile.version, change, list(profile.recent_items), extra))
+    ctx.profiles[user_id] = profile.model_dump()
+
+
+async def _emit(pending: list[_Pending], ctx: Context) -> list[Outcome]:
+    if not pending:
+        return []
+    try:
+        recs: Recommendations | None = await ctx.models.recommend([p.history for p in pending])
+    except RejectedInference as exc:
+        # The profile updates above are already applied: degrade to updates without
+        # recommendations rather than fail the batch and apply its events twice.
+        log.error("recommender rejected %d histories: %s", len(pending), exc)
+        recs = None
+    topic = ctx.settings.topics.segment_updates
+    out: list[Outcome] = []
+    for row, p in enumerate(pending):
+        top = (
+            []
+            if recs is None
+            else [
+                Recommendation(product_id=int(item), score=round(float(score), 5))
+                for item, score in zip(recs.items[row], recs.scores[row], strict=True)
+                if int(item) > 0
+            ][:TOP_K_IN_UPDATE]
+        )
+        update = SegmentUpdate(
+            update_id=f"segment:{p.record.source.record_id}",
+            user_id=p.user_id,
+            version=p.version,
+            segments=p.change.segments,
+            entered=p.change.entered,
+            exited=p.change.exited,
+            reasons=[*p.change.reasons, *p.extra_reasons, *([] if recs else ["recommendations_unavailable"])],
+            recommendations=top,
+            source=p.record.source,
+            ts=ctx.now(),
+        )
+        out.append(Output.of(topic, p.user_id, update))
+    return out
+
+
+async def handle_clicks(records: Sequence[Record[ClickEvent]], ctx: Context) -> list[Outcome]:
+    pending: list[_Pending] = []
+    for record in records:
+        event = record.value
+        profile = load_profile(ctx, event.user_id)
+        profile.apply_click(event, keep_items=ctx.settings.recent_items)
+        _commit(ctx, event.user_id, profile, record, [f"event:{event.type.value}"], pending)
+    return await _emit(pending, ctx)
+
+
+async def handle_social(records: Sequence[Record[SocialPost]], ctx: Context) -> list[Outcome]:
+    results = await per_item([r.value.text for r in records], lambda t: ctx.models.score_texts(t), text_row)
+    out: list[Outcome] = []
+    pending: list[_Pending] = []
+    for record, result in zip(records, results, strict=True):
+        if isinstance(result, BadInput):
+            out.append(
+                dead_letter(
+                    record.meta,
+                    record.raw,
+                    result,
+                    stage="inference",
+                    dlq_topic=ctx.settings.topics.dlq(record.meta.topic),
+                )
+            )
+            continue
+        post = record.value
+        p_positive = result[0]
+        profile = load_profile(ctx, post.user_id)
+        profile.apply_text(p_positive)
+        _commit(
+            ctx, post.user_id, profile, record, [f"social:{post.brand}:p_positive={p_positive:.2f}"], pending
+        )
+    return out + await _emit(pending, ctx)

@@ -1,0 +1,25 @@
+"""Model label sets, read from the model repository so the worker and the model cannot disagree."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.errors import ConfigError
+
+LABELS_FILE = Path(__file__).resolve().parent.parent / "triton_models" / "text_encoder" / "labels.json"
+
+
+@dataclass(frozen=True)
+class TextLabels:
+    sentiment: tuple[str, ...]
+    intents: tuple[str, ...]
+
+
+def load_labels(path: Path = LABELS_FILE) -> TextLabels:
+    try:
+        data = json.loads(path.read_text())
+        return TextLabels(sentiment=tuple(data["sentiment"]), intents=tuple(data["intents"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"cannot read model labels from {path}: {exc}") from exc

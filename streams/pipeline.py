@@ -1,0 +1,88 @@
+"""Decode, route and isolate failures for one batch of one input topic. Kafka-free: the agents
+hand in (metadata, bytes) pairs and send whatever comes back."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from streams.dlq import RecordMeta, dead_letter
+from streams.errors import BadInput, Reason, RetryableInference
+from streams.handlers.chat import check_text
+from streams.handlers.common import Context, Outcome, Record
+from streams.serde import decode
+
+log = logging.getLogger("streams.pipeline")
+
+Handler = Callable[[Sequence[Record], Context], Awaitable[list[Outcome]]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """How records of one input topic are processed."""
+
+    name: str
+    model: type[BaseModel]
+    handler: Handler
+    text_field: str | None = None  # size-checked before it reaches the tokenizer
+
+
+def where(meta: RecordMeta) -> str:
+    return f"{meta.topic}[{meta.partition}]@{meta.offset}"
+
+
+async def process(
+    batch: Sequence[tuple[RecordMeta, bytes | None]], route: Route, ctx: Context
+) -> list[Outcome]:
+    out: list[Outcome] = []
+    good: list[Record] = []
+    settings = ctx.settings
+    for meta, raw in batch:
+        try:
+            value = decode(raw, route.model, max_bytes=settings.max_message_bytes)
+            if route.text_field is not None:
+                check_text(getattr(value, route.text_field), settings.max_text_chars)
+        except BadInput as exc:
+            log.warning("%s dead-lettered: %s", where(meta), exc.reason.value)
+            out.append(dead_letter(meta, raw, exc, stage="decode", dlq_topic=settings.topics.dlq(meta.topic)))
+            continue
+        good.append(Record(meta, raw, value))
+    if good:
+        out.extend(await _run(good, route, ctx))
+    return out
+
+
+async def _run(records: list[Record], route: Route, ctx: Context) -> list[Outcome]:
+    """Run the handler on the batch; if it fails with a bug rather than bad input, run it record by
+    record so the one poison record goes to the dead-letter topic and its neighbours go through.
+    An unavailable model is not a property of the record: that error propagates."""
+    try:
+        return await route.handler(records, ctx)
+    except RetryableInference:
+        raise
+    except Exception as exc:
+        if len(records) == 1:
+            return [_poison(records[0], exc, route, ctx)]
+        log.exception(
+            "%s handler failed on a batch of %d; retrying record by record", route.name, len(records)
+        )
+    out: list[Outcome] = []
+    for record in records:
+        try:
+            out.extend(await route.handler([record], ctx))
+        except RetryableInference:
+            raise
+        except Exception as exc:
+            out.append(_poison(record, exc, route, ctx))
+    return out
+
+
+def _poison(record: Record, exc: Exception, route: Route, ctx: Context) -> Outcome:
+    log.error("%s handler failed on %s: %r", route.name, where(record.meta), exc, exc_info=exc)
+    error = BadInput(Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
+    return dead_letter(
+        record.meta, record.raw, error, stage="handler", dlq_topic=ctx.settings.topics.dlq(record.meta.topic)
+    )

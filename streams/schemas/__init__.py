@@ -1,0 +1,26 @@
+"""Pydantic models for every topic's payload, validated at the boundary.
+
+Inputs tolerate unknown fields (producers may run a newer minor version) but reject an unknown
+`schema_version`; outputs are strict so that what we publish is exactly what is documented.
+"""
+
+from streams.schemas.bids import BidRequest, BidResponse
+from streams.schemas.common import SUPPORTED_SCHEMA_VERSIONS, SourceRef
+from streams.schemas.events import ChatMessage, ClickEvent, ClickType, SocialPost
+from streams.schemas.outputs import CsReply, Recommendation, SegmentUpdate, Sentiment, SentimentLabel
+
+__all__ = [
+    "SUPPORTED_SCHEMA_VERSIONS",
+    "BidRequest",
+    "BidResponse",
+    "ChatMessage",
+    "ClickEvent",
+    "ClickType",
+    "CsReply",
+    "Recommendation",
+    "SegmentUpdate",
+    "Sentiment",
+    "SentimentLabel",
+    "SocialPost",
+    "SourceRef",
+]

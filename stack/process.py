@@ -88,6 +88,7 @@ class ManagedProcess:
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _reaped: bool = field(default=False, init=False, repr=False)
 
     def start(self) -> None:
         stop_stale(self.pid_path)
@@ -105,6 +106,7 @@ class ManagedProcess:
             )
         finally:
             log.close()
+        self._reaped = False
         self.pid_path.write_text(str(self._proc.pid))
 
     @property
@@ -127,6 +129,8 @@ class ManagedProcess:
         proc = self._proc
         if proc is None:
             return None
+        if self._reaped:
+            return proc.returncode
         if proc.poll() is None:
             _signal_group(proc.pid, signal.SIGTERM)
             try:
@@ -134,17 +138,23 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 _signal_group(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=grace)
-        # Children that outlived the leader (stubs re-parented to init) are still in the group.
-        _signal_group(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(FileNotFoundError):
-            self.pid_path.unlink()
+        self._finish(proc)
         return proc.returncode
 
     def kill(self) -> None:
         """SIGKILL the whole group without a grace period (fault tests use this)."""
-        if self._proc is not None:
+        if self._proc is not None and not self._reaped:
             _signal_group(self._proc.pid, signal.SIGKILL)
             self._proc.wait(timeout=10)
+            self._finish(self._proc)
+
+    def _finish(self, proc: subprocess.Popen[bytes]) -> None:
+        # Children that outlived the leader (stubs re-parented to init) are still in the group;
+        # once reaped, the id may be reused, so the group is signalled only this once.
+        _signal_group(proc.pid, signal.SIGKILL)
+        self._reaped = True
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_path.unlink()
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -10,7 +10,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m streams", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run a worker until SIGTERM/SIGINT")
+    sub.add_parser("create-topics", help="create every topic the scorer uses (idempotent)")
     args = parser.parse_args(argv)
+
+    if args.command == "create-topics":
+        from streams.admin import ensure_topics
+        from streams.settings import Settings
+
+        settings = Settings()
+        created = ensure_topics(settings)
+        print(
+            f"{len(settings.topics.all())} topics present ({len(created)} created): {', '.join(created) or '-'}"
+        )
 
     if args.command == "worker":
         import faust

@@ -35,7 +35,7 @@ def decode(raw: bytes | None, model: type[M], *, max_bytes: int) -> M:
     if not isinstance(obj, dict):
         raise BadInput(Reason.NOT_OBJECT, f"top-level JSON is {type(obj).__name__}, expected an object")
     version = obj.get("schema_version", _default_version(model))
-    if version not in SUPPORTED_SCHEMA_VERSIONS or isinstance(version, bool):
+    if type(version) is not int or version not in SUPPORTED_SCHEMA_VERSIONS:
         raise BadInput(
             Reason.UNKNOWN_SCHEMA_VERSION,
             f"schema_version {version!r} not in {sorted(SUPPORTED_SCHEMA_VERSIONS)}",

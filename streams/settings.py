@@ -37,6 +37,9 @@ class Settings(BaseSettings):
         default="", description="Prepended to every topic name (tests use a unique one per test)."
     )
     partitions: int = Field(default=4, ge=1, description="Partitions of every topic the stack creates.")
+    replication_factor: int = Field(
+        default=1, ge=1, description="Of topics created by `streams create-topics`."
+    )
     datadir: Path = Field(default=Path(".stack/faust"), description="Faust table state (RocksDB/memory).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

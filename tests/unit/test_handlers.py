@@ -104,9 +104,10 @@ async def test_segment_updates_do_not_depend_on_batching() -> None:
     split = []
     for rec in records(events, ClickEvent, "clickstream"):
         split += await handle_clicks([rec], ctx)
-    strip = lambda outs: [
-        (u.version, u.segments, u.entered, u.exited) for u in outputs_of(outs, SegmentUpdate)
-    ]
+
+    def strip(outs):
+        return [(u.version, u.segments, u.entered, u.exited) for u in outputs_of(outs, SegmentUpdate)]
+
     assert strip(whole) == strip(split)
 
 

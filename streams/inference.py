@@ -108,7 +108,7 @@ class TritonModels:
         self, histories: Sequence[Sequence[int]], *, deadline_s: float | None = None
     ) -> Recommendations:
         """Top items for each history (raw product ids, oldest first). Empty histories are allowed."""
-        width = max(1, self._settings.recent_items, *(len(h) for h in histories))
+        width = self._settings.recent_items  # fixed: one shape, so Triton can merge requests
         ids = np.zeros((len(histories), width), dtype=np.int64)
         for row, hist in enumerate(histories):
             tail = list(hist)[-width:]

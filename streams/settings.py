@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     neutral_band: tuple[float, float] = Field(
         default=(0.35, 0.65), description="P(positive) inside this band reads as neutral."
     )
-    recent_items: int = Field(default=20, ge=1, description="Per-user item history fed to the recommender.")
+    recent_items: int = Field(
+        default=20, ge=1, le=50, description="Per-user item history fed to the recommender (its spec.json max_history)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import itertools
 import random
 import uuid
 from collections.abc import Iterator
@@ -94,7 +93,6 @@ class EventFactory:
         self.rng = random.Random(seed)
         self.max_items = max_items_per_session
         self.users_seen: list[str] = []
-        self._orders: Iterator[tuple[str, list[int]]] | None = None
         self._session: list[Produced] = []
 
     def _uid(self) -> str:
@@ -132,9 +130,8 @@ class EventFactory:
 
     def click(self) -> Produced:
         if not self._session:
-            if self._orders is None:
-                self._orders = itertools.cycle(instacart_orders())
-            user, products = next(self._orders)
+            # The sample is sorted by user: pick orders at random so many users shop at once.
+            user, products = self.rng.choice(instacart_orders())
             self._session = self.session(user, products)
         return self._session.pop(0)
 

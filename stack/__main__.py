@@ -24,11 +24,11 @@ from producers.events import MIX, EventFactory, bad_records
 from producers.kafka import produce
 from stack.errors import StackError
 from stack.local import STATE_DIR, LocalStack, WorkerProcess, running_stack
-from stack.observe import Consumed, TopicReader, wait_caught_up
+from stack.observe import Consumed, TopicReader, wait_assigned, wait_caught_up
 from stack.process import stop_stale
 from streams.serde import loads
 
-console = Console(stderr=False, highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # one line per record, also when piped
 
 
 def describe(record: Consumed, base: str) -> str:
@@ -62,10 +62,14 @@ def demo(args: argparse.Namespace) -> int:
         settings = stack.settings(topic_prefix=f"demo-{int(time.time())}-")
         stack.create_topics(settings)
         topics = settings.topics
-        worker = WorkerProcess(settings, STATE_DIR / "demo-worker.log")
+        worker = WorkerProcess(settings, STATE_DIR / "logs" / f"{settings.topic_prefix}worker.log")
         worker.start()
         console.print(f"[bold]worker[/] started (pid {worker.process.pid}, log {worker.log_path})")
         try:
+            joined = wait_assigned(settings, topics.inputs, timeout=60, alive=worker.process.raise_if_exited)
+            console.print(
+                f"[bold]worker[/] owns all {len(topics.inputs) * settings.partitions} input partitions after {joined:.1f}s"
+            )
             factory = EventFactory(args.seed)
             stream = factory.stream(tuple(MIX))
             records = [next(stream) for _ in range(args.count)]

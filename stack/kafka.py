@@ -365,8 +365,8 @@ class KafkaServer:
             classpath,
             "kafka.tools.StorageTool",
             "format",
-            "--cluster-id",
-            _kafka_uuid(),
+            # one token: a random id can start with "-", which argparse would take for an option
+            f"--cluster-id={_kafka_uuid()}",
             "--config",
             str(props),
             "--ignore-formatted",

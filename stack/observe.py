@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, ConsumerGroupState, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from stack.errors import StackError
 from streams.settings import Settings
@@ -90,6 +91,43 @@ def wait_caught_up(
 def _headers(raw: object) -> dict[str, bytes]:
     pairs: list[tuple[str, bytes | str | None]] = list(raw or [])  # type: ignore[call-overload]
     return {k: v if isinstance(v, bytes) else (v or "").encode() for k, v in pairs}
+
+
+def assigned(settings: Settings, topics: Sequence[str]) -> bool:
+    """True when the worker group is stable and every partition of `topics` is assigned."""
+    admin = AdminClient(settings.confluent_config())
+    future = admin.describe_consumer_groups([settings.faust_app_id], request_timeout=10)[
+        settings.faust_app_id
+    ]
+    try:
+        group = future.result(timeout=15)
+    except (KafkaException, TimeoutError):  # the group may not exist yet, or the coordinator may be loading
+        return False
+    if group.state != ConsumerGroupState.STABLE:
+        return False
+    have = {(tp.topic, tp.partition) for m in group.members for tp in (m.assignment.topic_partitions or [])}
+    probe = Consumer(settings.confluent_config(**{"group.id": f"probe-{uuid.uuid4()}"}))
+    try:
+        want = {(tp.topic, tp.partition) for tp in _partitions(probe, topics)}
+    finally:
+        probe.close()
+    return want <= have
+
+
+def wait_assigned(
+    settings: Settings, topics: Sequence[str], *, timeout: float, alive: Callable[[], None] | None = None
+) -> float:
+    """Block until the worker group owns every input partition (so produced events are read at once)."""
+    start = time.monotonic()
+    while not assigned(settings, topics):
+        if alive is not None:
+            alive()
+        if time.monotonic() - start > timeout:
+            raise StackError(
+                f"the worker group {settings.faust_app_id} did not take its partitions in {timeout:.0f}s"
+            )
+        time.sleep(0.25)
+    return time.monotonic() - start
 
 
 class TopicReader:

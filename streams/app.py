@@ -82,10 +82,12 @@ def meta_of(event: EventT) -> RecordMeta:
 
 
 def create_app(settings: Settings) -> faust.App:
+    datadir = settings.datadir / settings.faust_app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
         settings.faust_app_id,
         **settings.faust_broker_kwargs(),
-        datadir=str(settings.datadir / settings.faust_app_id),
+        datadir=str(datadir),
         store="memory://",
         topic_partitions=settings.partitions,
         topic_disable_leader=True,
@@ -99,9 +101,7 @@ def create_app(settings: Settings) -> faust.App:
     profiles = app.Table(
         "profiles",
         partitions=settings.partitions,
-        key_type=bytes,
-        key_serializer="raw",
-        value_serializer="json",
+        key_type=bytes,  # -> the "raw" codec: changelog keys are the user id's bytes; values are JSON
         use_partitioner=True,
     )
     models = TritonModels(settings, TextTokenizer(settings.tokenizer_path, settings.max_seq_len))
@@ -138,7 +138,7 @@ def create_app(settings: Settings) -> faust.App:
                 await publish(await process(batch, route, ctx))
                 stats[f"in:{route.name}"] += len(batch)
 
-        agent.__name__ = f"{route.name}_agent"
+        agent.__name__ = agent.__qualname__ = f"{route.name}_agent"
         return agent
 
     for source, route in routes.items():

@@ -76,7 +76,10 @@ class Settings(BaseSettings):
         default=(0.35, 0.65), description="P(positive) inside this band reads as neutral."
     )
     recent_items: int = Field(
-        default=20, ge=1, le=50, description="Per-user item history fed to the recommender (its spec.json max_history)."
+        default=20,
+        ge=1,
+        le=50,
+        description="Per-user item history fed to the recommender (its spec.json max_history).",
     )
 
     @model_validator(mode="after")

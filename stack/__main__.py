@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import threading
 import time
@@ -146,9 +147,13 @@ def up(_: argparse.Namespace) -> int:
 
 
 def down(_: argparse.Namespace) -> int:
-    stopped = [p for p in sorted(Path(STATE_DIR).rglob("*.pid")) if stop_stale(p)]
+    stopped = [p for p in sorted(Path(STATE_DIR).rglob("*.pid")) if stop_stale(p, force=True)]
     console.print(f"stopped {len(stopped)} leftover process group(s)" if stopped else "nothing was running")
     return 0
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop processes a killed run left behind")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)  # unwind through the `finally` blocks that stop servers
     try:
         return {"demo": demo, "up": up, "down": down}[args.command](args)
     except (StackError, FileNotFoundError) as exc:

@@ -30,7 +30,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from stack.errors import StackError
-from stack.process import ManagedProcess, env_with, free_port, log_tail, stop_stale, wait_until
+from stack.process import ManagedProcess, env_with, free_port, log_tail, stop_orphans, wait_until
 
 log = logging.getLogger("stack.kafka")
 
@@ -186,11 +186,11 @@ class KafkaServer:
 
     @property
     def log_path(self) -> Path:
-        return self.home / "broker.log"
+        return self.home / f"broker-{self.port}.log"  # per port: two stacks can run side by side
 
     @property
     def pid_path(self) -> Path:
-        return self.home / "broker.pid"
+        return self.home / f"broker-{self.port}.pid"
 
     @property
     def data_dir(self) -> Path | None:
@@ -224,7 +224,7 @@ class KafkaServer:
         lib = resolve_jars(self.jar_cache or self.state_dir)
         self.home.mkdir(parents=True, exist_ok=True)
         # A broker left by a killed run would hold the ports and the data folder's lock.
-        stop_stale(self.pid_path)
+        stop_orphans(self.home, "broker-*.pid")
         self._choose_ports()
         if self._data_dir is None:
             self._data_dir = self.home / f"data-{self.port}"

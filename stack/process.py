@@ -107,7 +107,7 @@ class ManagedProcess:
         finally:
             log.close()
         self._reaped = False
-        self.pid_path.write_text(str(self._proc.pid))
+        self.pid_path.write_text(f"{self._proc.pid} {os.getpid()}")
 
     @property
     def pid(self) -> int | None:
@@ -162,16 +162,40 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
-def stop_stale(pid_path: Path) -> bool:
-    """Kill the process group recorded in a pid file left by a run that did not clean up."""
+def _alive(pid: int) -> bool:
     try:
-        pid = int(pid_path.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_stale(pid_path: Path, *, force: bool = False) -> bool:
+    """Kill the process group recorded in a pid file left by a run that did not clean up.
+
+    The file also names the Python process that started the server (its owner). While that
+    owner lives, the server belongs to a running stack (a demo next to a test run, say) and is
+    left alone unless `force` is set (`python -m stack down`).
+    """
+    try:
+        fields = pid_path.read_text().split()
+        pid = int(fields[0])
+        owner = int(fields[1]) if len(fields) > 1 else None
+    except (FileNotFoundError, ValueError, IndexError):
+        return False
+    if not force and owner is not None and owner != os.getpid() and _alive(owner):
         return False
     _signal_group(pid, signal.SIGKILL)
     with contextlib.suppress(FileNotFoundError):
         pid_path.unlink()
     return True
+
+
+def stop_orphans(directory: Path, pattern: str) -> list[Path]:
+    """stop_stale() for every pid file matching `pattern`: frees the ports a killed run held."""
+    return [p for p in sorted(directory.glob(pattern)) if stop_stale(p)]
 
 
 def env_with(extra: Mapping[str, str], path_prepend: Sequence[str] = ()) -> dict[str, str]:

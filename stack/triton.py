@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stack.errors import StackError
-from stack.process import ManagedProcess, env_with, free_port, log_tail, wait_until
+from stack.process import ManagedProcess, env_with, free_port, log_tail, stop_orphans, wait_until
 
 log = logging.getLogger("stack.triton")
 
@@ -81,11 +81,11 @@ class TritonServer:
 
     @property
     def log_path(self) -> Path:
-        return self.home / "triton.log"
+        return self.home / f"triton-{self.grpc_port}.log"  # per port: two stacks can run side by side
 
     @property
     def pid_path(self) -> Path:
-        return self.home / "tritonserver.pid"
+        return self.home / f"tritonserver-{self.grpc_port}.pid"
 
     @property
     def grpc_url(self) -> str:
@@ -194,6 +194,7 @@ class TritonServer:
                 f"{self.repository} holds no model (no */config.pbtxt); run `python -m triton_models.build`"
             )
         self.home.mkdir(parents=True, exist_ok=True)
+        stop_orphans(self.home, "tritonserver-*.pid")  # frees the ports a killed run held
         self._choose_ports()
         argv = self.argv(self._backend_dir())
         self._process = ManagedProcess(

@@ -4,6 +4,7 @@ hand in (metadata, bytes) pairs and send whatever comes back."""
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from streams.dlq import RecordMeta, dead_letter
 from streams.errors import BadInput, Reason, RetryableInference
 from streams.handlers.chat import check_text
 from streams.handlers.common import Context, Outcome, Record
+from streams.pii import redact
 from streams.serde import decode
 
 log = logging.getLogger("streams.pipeline")
@@ -66,8 +68,12 @@ async def _run(records: list[Record], route: Route, ctx: Context) -> list[Outcom
     except Exception as exc:
         if len(records) == 1:
             return [_poison(records[0], exc, route, ctx)]
-        log.exception(
-            "%s handler failed on a batch of %d; retrying record by record", route.name, len(records)
+        log.error(
+            "%s handler failed on a batch of %d (%s); retrying record by record\n%s",
+            route.name,
+            len(records),
+            redact(repr(exc)),
+            "".join(traceback.format_tb(exc.__traceback__)),
         )
     out: list[Outcome] = []
     for record in records:
@@ -81,7 +87,7 @@ async def _run(records: list[Record], route: Route, ctx: Context) -> list[Outcom
 
 
 def _poison(record: Record, exc: Exception, route: Route, ctx: Context) -> Outcome:
-    log.error("%s handler failed on %s: %r", route.name, where(record.meta), exc, exc_info=exc)
+    log.error("%s handler failed on %s: %s", route.name, where(record.meta), redact(repr(exc)))
     error = BadInput(Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
     return dead_letter(
         record.meta, record.raw, error, stage="handler", dlq_topic=ctx.settings.topics.dlq(record.meta.topic)

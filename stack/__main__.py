@@ -48,6 +48,16 @@ def describe(record: Consumed, base: str) -> str:
             bid = seatbid[0]["bid"][0]
             return f"[green]bid[/]         {record.key.decode() if record.key else '-':<8} {bid['price']:.2f} CPM  {bid['crid']}"
         return f"[yellow]no-bid[/]      {record.key.decode() if record.key else '-':<8} nbr={body.get('nbr')} {body['ext']['reasons'][0]}"
+    if base == "brand-sentiment":
+        return (
+            f"[blue]brand-window[/] {body['brand']:<10} n={body['volume']:<3} mean_p_pos={body['mean_p_positive']:.2f} "
+            f"negative={body['share_negative']:.0%}"
+        )
+    if base == "brand-alerts":
+        return (
+            f"[bold red]BRAND ALERT[/] {body['brand']:<10} negative={body['share_negative']:.0%} "
+            f"vs baseline {body['baseline_share_negative']:.0%} (n={body['volume']})"
+        )
     if base == "cs-replies":
         action = body["action"] if body["action"] == "reply" else f"handoff->{body['handoff_queue']}"
         return (
@@ -67,9 +77,11 @@ def demo(args: argparse.Namespace) -> int:
         worker.start()
         console.print(f"[bold]worker[/] started (pid {worker.process.pid}, log {worker.log_path})")
         try:
-            joined = wait_assigned(settings, topics.inputs, timeout=60, alive=worker.process.raise_if_exited)
+            joined = wait_assigned(
+                settings, topics.consumed, timeout=60, alive=worker.process.raise_if_exited
+            )
             console.print(
-                f"[bold]worker[/] owns all {len(topics.inputs) * settings.partitions} input partitions after {joined:.1f}s"
+                f"[bold]worker[/] owns all {len(topics.consumed) * settings.partitions} partitions it reads after {joined:.1f}s"
             )
             factory = EventFactory(args.seed)
             stream = factory.stream(tuple(MIX))
@@ -101,7 +113,7 @@ def demo(args: argparse.Namespace) -> int:
                 producer.join()
                 report = report_box["report"]
                 console.print(f"[bold]producer[/] {report.summary()}")  # type: ignore[attr-defined]
-                took = wait_caught_up(settings, topics.inputs, timeout=args.timeout, alive=alive)
+                took = wait_caught_up(settings, topics.consumed, timeout=args.timeout, alive=alive)
                 reader.read_to_end()
                 show_new()
         finally:

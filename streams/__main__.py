@@ -26,13 +26,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         import faust
 
-        from streams.app import create_app
+        from streams.app import EXIT_FATAL, Health, create_app
         from streams.settings import Settings
 
         settings = Settings()
-        app = create_app(settings)
-        # Worker.execute_from_commandline runs the loop and exits the process (SystemExit).
-        faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+        health = Health()
+        app = create_app(settings, health)
+        try:
+            # Worker.execute_from_commandline runs the loop and exits the process (SystemExit).
+            faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+        finally:
+            if health.fatal is not None:
+                sys.exit(EXIT_FATAL)  # a supervisor (docker restart policy) restarts the worker
     return 0
 
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from collections import Counter
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -24,22 +27,26 @@ from streams.handlers.bids import handle_bids
 from streams.handlers.chat import handle_chat
 from streams.handlers.common import Context, Outcome, Output
 from streams.handlers.segments import handle_clicks, handle_social
+from streams.handlers.trends import flush_quiet_brands, handle_brand_posts
 from streams.inference import TritonModels
 from streams.labels import load_labels
+from streams.pii import redact
 from streams.pipeline import Route, process
-from streams.schemas import BidRequest, ChatMessage, ClickEvent, SocialPost
+from streams.replies import ReplyIndex, load_catalogue
+from streams.schemas import BidRequest, ChatMessage, ClickEvent, ScoredPost, SocialPost
 from streams.settings import Settings
 from streams.text import TextTokenizer
 
 log = logging.getLogger("streams.app")
 
 STATS_EVERY_S = 10.0
+BRAND_FLUSH_EVERY_S = 5.0
 
 
-class TableProfiles(MutableMapping[str, Any]):
-    """The profile table seen through str keys. Keys are stored as the user id's UTF-8 bytes, the
-    same bytes as the input records' keys, so with `use_partitioner` the changelog partition of a
-    user is the partition their events arrive on."""
+class StrKeyed(MutableMapping[str, Any]):
+    """A table seen through str keys. Keys are stored as UTF-8 bytes, the same bytes as the keys
+    of the records that update them (user id, brand), so with `use_partitioner` a key's changelog
+    partition is the partition its records arrive on."""
 
     def __init__(self, table: TableT) -> None:
         self._table = table
@@ -81,7 +88,18 @@ def meta_of(event: EventT) -> RecordMeta:
     return RecordMeta(msg.topic, msg.partition, msg.offset, key, headers, timestamp_ms)
 
 
-def create_app(settings: Settings) -> faust.App:
+@dataclass
+class Health:
+    """Why the worker stopped itself, if it did: the process then exits with EXIT_FATAL."""
+
+    fatal: BaseException | None = None
+
+
+EXIT_FATAL = 70  # EX_SOFTWARE
+
+
+def create_app(settings: Settings, health: Health | None = None) -> faust.App:
+    health = health if health is not None else Health()
     datadir = settings.datadir / settings.faust_app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
@@ -97,27 +115,63 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,
     )
     topics = settings.topics
-    sinks = {name: raw_topic(app, name, settings.partitions) for name in topics.outputs + topics.dead_letters}
-    profiles = app.Table(
-        "profiles",
-        partitions=settings.partitions,
-        key_type=bytes,  # -> the "raw" codec: changelog keys are the user id's bytes; values are JSON
-        use_partitioner=True,
-    )
+    sinks = {
+        name: raw_topic(app, name, settings.partitions)
+        for name in topics.outputs + topics.internal + topics.dead_letters
+    }
+
+    def table(name: str) -> StrKeyed:
+        return StrKeyed(
+            app.Table(
+                name,
+                partitions=settings.partitions,
+                key_type=bytes,  # -> the "raw" codec: changelog keys are the key's bytes; values are JSON
+                use_partitioner=True,
+            )
+        )
+
+    brand_windows = table("brand-windows")
     models = TritonModels(settings, TextTokenizer(settings.tokenizer_path, settings.max_seq_len))
-    ctx = Context(settings=settings, models=models, labels=load_labels(), profiles=TableProfiles(profiles))
+    ctx = Context(
+        settings=settings,
+        models=models,
+        labels=load_labels(),
+        profiles=table("profiles"),
+        replies=ReplyIndex(load_catalogue()),
+    )
     book = load_campaigns()
     stats: Counter[str] = Counter()
 
     async def bids(records: Any, c: Context) -> list[Outcome]:
         return await handle_bids(records, c, book)
 
+    async def brands(records: Any, c: Context) -> list[Outcome]:
+        return await handle_brand_posts(records, c, brand_windows)
+
     routes = {
         topics.clickstream: Route("clickstream", ClickEvent, handle_clicks),
         topics.chat: Route("chat", ChatMessage, handle_chat, text_field="text"),
         topics.social: Route("social", SocialPost, handle_social, text_field="text"),
         topics.bid_requests: Route("bids", BidRequest, bids),
+        topics.social_scored: Route("brands", ScoredPost, brands),
     }
+
+    async def fail(route: Route, events: Sequence[EventT], exc: Exception) -> None:
+        """Something no record can be blamed for (Triton down past the retry budget, Kafka refusing
+        our outputs, a bug outside the handlers): stop the worker loudly without acknowledging the
+        batch, so a restarted worker processes it again. Never returns."""
+        first = meta_of(events[0])
+        health.fatal = exc
+        log.critical(
+            "%s: cannot process the batch from %s[%d]@%d (%s); stopping the worker, the batch is not committed",
+            route.name,
+            first.topic,
+            first.partition,
+            first.offset,
+            redact(repr(exc)),
+        )
+        os.kill(os.getpid(), signal.SIGTERM)  # Faust's clean shutdown commits only acknowledged offsets
+        await asyncio.Event().wait()
 
     async def publish(outcomes: list[Outcome]) -> None:
         pending = []
@@ -134,8 +188,18 @@ def create_app(settings: Settings) -> faust.App:
         async def agent(stream: StreamT) -> None:
             assert isinstance(stream, faust.Stream)  # take_events is on the class, not the protocol
             async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-                batch = [(meta_of(e), e.value) for e in events]
-                await publish(await process(batch, route, ctx))
+                # take_events acks its buffer in a `finally`, also when the loop body raises or is
+                # cancelled: a crashed batch would be committed unprocessed. Holding one more
+                # reference per message until the outputs are acknowledged prevents that.
+                for event in events:
+                    event.message.incref()
+                try:
+                    batch = [(meta_of(e), e.value) for e in events]
+                    await publish(await process(batch, route, ctx))
+                except Exception as exc:
+                    await fail(route, events, exc)
+                for event in events:
+                    event.ack()  # ours; take_events' own ack then makes it final
                 stats[f"in:{route.name}"] += len(batch)
 
         agent.__name__ = agent.__qualname__ = f"{route.name}_agent"
@@ -143,6 +207,10 @@ def create_app(settings: Settings) -> faust.App:
 
     for source, route in routes.items():
         app.agent(raw_topic(app, source, settings.partitions), name=f"{route.name}-agent")(make_agent(route))
+
+    @app.timer(BRAND_FLUSH_EVERY_S)
+    async def close_quiet_brand_windows() -> None:
+        await publish(flush_quiet_brands(ctx, brand_windows, ctx.now()))
 
     @app.timer(STATS_EVERY_S)
     async def report() -> None:

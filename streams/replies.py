@@ -1,38 +1,86 @@
-"""Customer-service decisions: which reply to send, or when to hand off to a human.
+"""Customer-service decisions: which catalogue reply to send, or when to hand off to a human.
 
-Hand-off rules come first and are deliberately conservative: a wrong automatic answer to an
-angry customer costs more than a human's minute.
+The catalogue (`config/replies.json`) holds several replies per intent, each with an escalation
+rule. A reply is chosen among those of the predicted intent by cosine similarity between the
+customer's message and the reply text, both embedded by the same encoder pass. Hand-off rules
+come first and are deliberately conservative: a wrong automatic answer to an angry customer
+costs more than a human's minute.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from streams.errors import ConfigError
 from streams.schemas.outputs import Sentiment, SentimentLabel
 
+REPLIES_FILE = Path(__file__).resolve().parent.parent / "config" / "replies.json"
 MIN_INTENT_CONFIDENCE = 0.55
 ANGRY_MAX_P_POSITIVE = 0.10
-
-REPLIES: dict[str, str] = {
-    "order_status": "You can follow your order at any time under Account > Orders; we also email every status change.",
-    "shipping_delay": "Sorry your parcel is late. We have asked the carrier for an update and will email you within 24 hours.",
-    "return_refund": "You can return items within 30 days from Account > Orders > Return; refunds reach your card in 3-5 days.",
-    "cancel_order": "Orders can be cancelled under Account > Orders until they ship; after that, please start a return.",
-    "payment_issue": "Sorry about the payment trouble. Please check the card details, or try another method; you are never charged twice.",
-    "product_question": "Good question! The product page lists sizes, materials and stock; reply here if anything is missing.",
-    "discount_promo": "Current offers are on our Deals page; a code applies at checkout, one code per order.",
-    "account_login": "You can reset your password from the sign-in page with 'Forgot password'; the link is valid for one hour.",
-    "complaint": "We are sorry this happened. Your message has been logged and a specialist will review it.",
-    "compliment": "Thank you so much for the kind words, we will pass them on to the team!",
-    "greeting": "Hello! How can we help you today?",
-}
 ALWAYS_HUMAN = frozenset({"human_agent", "other"})
+
+
+class Reply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    intent: str
+    text: str = Field(min_length=1)
+    escalate: Literal["never", "if_negative", "always"] = "never"
+    needs: list[str] = Field(default_factory=list, description="Context keys the text's placeholders use.")
+
+
+class Catalogue(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    replies: list[Reply] = Field(min_length=1)
+
+    def for_intent(self, intent: str) -> list[int]:
+        return [i for i, r in enumerate(self.replies) if r.intent == intent]
+
+
+def load_catalogue(path: Path = REPLIES_FILE) -> Catalogue:
+    try:
+        return Catalogue.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError, ValidationError) as exc:
+        raise ConfigError(f"cannot load the reply catalogue from {path}: {exc}") from exc
+
+
+class _Encoder(Protocol):
+    async def score_texts(self, texts: Sequence[str], *, deadline_s: float | None = None) -> Any: ...
+
+
+class ReplyIndex:
+    """The catalogue's reply texts embedded by the served encoder, once, on first use: the same
+    model embeds messages and replies, so their cosine similarity is meaningful."""
+
+    CHUNK = 32
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+        self._embeddings: np.ndarray | None = None
+
+    async def embeddings(self, models: _Encoder) -> np.ndarray:
+        if self._embeddings is None:
+            texts = [r.text for r in self.catalogue.replies]
+            chunks = [
+                await models.score_texts(texts[i : i + self.CHUNK]) for i in range(0, len(texts), self.CHUNK)
+            ]
+            self._embeddings = np.concatenate([c.embedding for c in chunks])
+        return self._embeddings
 
 
 @dataclass(frozen=True)
 class Decision:
     action: Literal["reply", "handoff"]
+    reply_id: str | None
     reply_text: str | None
     handoff_queue: str | None
     reasons: list[str]
@@ -49,14 +97,44 @@ def sentiment_of(p_positive: float, band: tuple[float, float]) -> Sentiment:
     return Sentiment(label=label, p_positive=round(float(p_positive), 4))
 
 
-def decide(intent: str, confidence: float, p_positive: float) -> Decision:
-    reasons = [f"intent:{intent}:{confidence:.2f}", f"p_positive:{p_positive:.2f}"]
-    if intent in ALWAYS_HUMAN or intent not in REPLIES:
-        return Decision("handoff", None, "general", [*reasons, f"handoff:intent_{intent}"])
-    if p_positive <= ANGRY_MAX_P_POSITIVE:
-        return Decision("handoff", None, "priority", [*reasons, "handoff:angry_customer"])
+def _handoff(queue: str, reasons: list[str], why: str) -> Decision:
+    return Decision("handoff", None, None, queue, [*reasons, f"handoff:{why}"])
+
+
+def decide(
+    intent: str,
+    confidence: float,
+    sentiment: Sentiment,
+    message_embedding: np.ndarray,
+    catalogue: Catalogue,
+    reply_embeddings: np.ndarray,
+    context: Sequence[str] = (),
+) -> Decision:
+    """`reply_embeddings[i]` is the normalised embedding of `catalogue.replies[i].text`;
+    `context` names the context keys available to fill placeholders."""
+    reasons = [
+        f"intent:{intent}:{confidence:.2f}",
+        f"sentiment:{sentiment.label.value}:{sentiment.p_positive:.2f}",
+    ]
+    if intent in ALWAYS_HUMAN:
+        return _handoff("general", reasons, f"intent_{intent}")
+    if sentiment.p_positive <= ANGRY_MAX_P_POSITIVE:
+        return _handoff("priority", reasons, "angry_customer")
     if confidence < MIN_INTENT_CONFIDENCE:
-        return Decision(
-            "handoff", None, "general", [*reasons, f"handoff:low_confidence<{MIN_INTENT_CONFIDENCE}"]
+        return _handoff("general", reasons, f"low_confidence<{MIN_INTENT_CONFIDENCE}")
+    usable = [i for i in catalogue.for_intent(intent) if set(catalogue.replies[i].needs) <= set(context)]
+    if not usable:
+        return _handoff("general", reasons, "no_reply_for_context")
+    similarity = reply_embeddings[usable] @ message_embedding
+    best = usable[int(np.argmax(similarity))]
+    reply = catalogue.replies[best]
+    reasons.append(f"reply:{reply.id}:similarity={float(similarity.max()):.2f}")
+    if reply.escalate == "always" or (
+        reply.escalate == "if_negative" and sentiment.label is SentimentLabel.NEGATIVE
+    ):
+        return _handoff(
+            "priority" if sentiment.label is SentimentLabel.NEGATIVE else "general",
+            reasons,
+            f"reply_{reply.id}_escalates_{reply.escalate}",
         )
-    return Decision("reply", REPLIES[intent], None, [*reasons, "reply:catalogue"])
+    return Decision("reply", reply.id, reply.text, None, reasons)

@@ -72,8 +72,15 @@ class Settings(BaseSettings):
     tokenizer_path: Path = Field(default_factory=default_tokenizer_path)
 
     # --- decisions -----------------------------------------------------------------------------
-    neutral_band: tuple[float, float] = Field(
-        default=(0.35, 0.65), description="P(positive) inside this band reads as neutral."
+    neutral_band: tuple[float, float] | None = Field(
+        default=None,
+        description="P(positive) inside this band reads as neutral; default: the band calibrated with the model.",
+    )
+    brand_window_s: int = Field(
+        default=60, ge=1, description="Tumbling window of brand sentiment (event time)."
+    )
+    brand_window_grace_s: int = Field(
+        default=30, ge=0, description="Wall-clock wait before closing a quiet window."
     )
     recent_items: int = Field(
         default=20,
@@ -84,8 +91,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        low, high = self.neutral_band
-        if not 0.0 <= low <= high <= 1.0:
+        if self.neutral_band is not None and not 0.0 <= self.neutral_band[0] <= self.neutral_band[1] <= 1.0:
             raise ValueError(f"neutral_band must satisfy 0 <= low <= high <= 1, got {self.neutral_band}")
         if self.kafka_security_protocol.startswith("SASL") and not (
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 INPUTS = ("clickstream", "chat", "social", "bid-requests")
-OUTPUTS = ("segment-updates", "ad-bids", "cs-replies")
+# Written and read by the worker itself: scored posts re-keyed by brand, so that one worker
+# holds each brand's window whichever users wrote about it.
+INTERNAL = ("social-scored",)
+OUTPUTS = ("segment-updates", "ad-bids", "cs-replies", "brand-sentiment", "brand-alerts")
 DLQ_SUFFIX = ".dlq"
 
 
@@ -37,6 +40,18 @@ class Topics:
         return self.name("bid-requests")
 
     @property
+    def social_scored(self) -> str:
+        return self.name("social-scored")
+
+    @property
+    def brand_sentiment(self) -> str:
+        return self.name("brand-sentiment")
+
+    @property
+    def brand_alerts(self) -> str:
+        return self.name("brand-alerts")
+
+    @property
     def segment_updates(self) -> str:
         return self.name("segment-updates")
 
@@ -56,12 +71,21 @@ class Topics:
         return tuple(self.name(t) for t in INPUTS)
 
     @property
+    def internal(self) -> tuple[str, ...]:
+        return tuple(self.name(t) for t in INTERNAL)
+
+    @property
+    def consumed(self) -> tuple[str, ...]:
+        """Every topic a worker reads: the inputs and its internal topics."""
+        return self.inputs + self.internal
+
+    @property
     def outputs(self) -> tuple[str, ...]:
         return tuple(self.name(t) for t in OUTPUTS)
 
     @property
     def dead_letters(self) -> tuple[str, ...]:
-        return tuple(self.dlq(t) for t in self.inputs)
+        return tuple(self.dlq(t) for t in self.consumed)
 
     def all(self) -> tuple[str, ...]:
-        return self.inputs + self.outputs + self.dead_letters
+        return self.consumed + self.outputs + self.dead_letters

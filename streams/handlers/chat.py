@@ -19,8 +19,8 @@ def check_text(text: str, limit: int) -> None:
         raise BadInput(Reason.OVERSIZED, f"text is {len(text)} characters, limit {limit}")
 
 
-def _row(scores: TextScores, i: int) -> tuple[float, np.ndarray]:
-    return float(scores.p_positive[i]), scores.intent_probs[i]
+def _row(scores: TextScores, i: int) -> tuple[float, np.ndarray, np.ndarray]:
+    return float(scores.p_positive[i]), scores.intent_probs[i], scores.embedding[i]
 
 
 async def handle_chat(records: Sequence[Record[ChatMessage]], ctx: Context) -> list[Outcome]:
@@ -28,6 +28,7 @@ async def handle_chat(records: Sequence[Record[ChatMessage]], ctx: Context) -> l
     results = await per_item(
         [r.value.text for r in records], lambda texts: ctx.models.score_texts(texts), _row
     )
+    reply_embeddings = await ctx.replies.embeddings(ctx.models)
     out: list[Outcome] = []
     for record, result in zip(records, results, strict=True):
         if isinstance(result, BadInput):
@@ -41,10 +42,11 @@ async def handle_chat(records: Sequence[Record[ChatMessage]], ctx: Context) -> l
                 )
             )
             continue
-        p_positive, intent_probs = result
+        p_positive, intent_probs, embedding = result
         best = int(np.argmax(intent_probs))
         intent, confidence = ctx.labels.intents[best], float(intent_probs[best])
-        decision = decide(intent, confidence, p_positive)
+        sentiment = sentiment_of(p_positive, ctx.neutral_band)
+        decision = decide(intent, confidence, sentiment, embedding, ctx.replies.catalogue, reply_embeddings)
         msg = record.value
         reply = CsReply(
             reply_id=f"reply:{record.source.record_id}",
@@ -53,8 +55,9 @@ async def handle_chat(records: Sequence[Record[ChatMessage]], ctx: Context) -> l
             user_id=msg.user_id,
             intent=intent,
             intent_confidence=round(confidence, 4),
-            sentiment=sentiment_of(p_positive, ctx.settings.neutral_band),
+            sentiment=sentiment,
             action=decision.action,
+            catalogue_reply_id=decision.reply_id,
             reply_text=decision.reply_text,
             handoff_queue=decision.handoff_queue,
             reasons=decision.reasons,

@@ -14,6 +14,7 @@ from streams.dlq import DeadLetter, RecordMeta
 from streams.errors import BadInput, Reason, RejectedInference
 from streams.inference import Recommendations, TextScores
 from streams.labels import TextLabels
+from streams.replies import ReplyIndex
 from streams.schemas.common import SourceRef
 from streams.serde import encode
 from streams.settings import Settings
@@ -65,7 +66,13 @@ class Context:
     models: Models
     labels: TextLabels
     profiles: MutableMapping[str, Any]
+    replies: ReplyIndex
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    @property
+    def neutral_band(self) -> tuple[float, float]:
+        """The settings' band when set, else the one calibrated with the model."""
+        return self.settings.neutral_band or self.labels.neutral_band
 
 
 async def per_item(

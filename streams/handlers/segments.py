@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from streams.dlq import dead_letter
 from streams.errors import BadInput, RejectedInference
@@ -17,7 +18,8 @@ from streams.handlers.chat import _row as text_row
 from streams.handlers.common import Context, Outcome, Output, Record, per_item
 from streams.inference import Recommendations
 from streams.profile import Profile
-from streams.schemas import ClickEvent, Recommendation, SegmentUpdate, SocialPost
+from streams.replies import sentiment_of
+from streams.schemas import ClickEvent, Recommendation, ScoredPost, SegmentUpdate, SocialPost
 from streams.segments import SegmentChange, evaluate
 
 log = logging.getLogger("streams.handlers.segments")
@@ -41,14 +43,20 @@ def load_profile(ctx: Context, user_id: str) -> Profile:
 
 
 def _commit(
-    ctx: Context, user_id: str, profile: Profile, record: Record, extra: list[str], pending: list[_Pending]
+    ctx: Context,
+    user_id: str,
+    profile: Profile,
+    record: Record,
+    now: datetime,
+    extra: list[str],
+    pending: list[_Pending],
 ) -> None:
-    change = evaluate(profile)
+    change = evaluate(profile, now)
     if change is not None:
         profile.segments = change.segments
         profile.version += 1
         pending.append(_Pending(record, user_id, profile.version, change, list(profile.recent_items), extra))
-    ctx.profiles[user_id] = profile.model_dump()
+    ctx.profiles[user_id] = profile.model_dump(mode="json")
 
 
 async def _emit(pending: list[_Pending], ctx: Context) -> list[Outcome]:
@@ -95,7 +103,7 @@ async def handle_clicks(records: Sequence[Record[ClickEvent]], ctx: Context) -> 
         event = record.value
         profile = load_profile(ctx, event.user_id)
         profile.apply_click(event, keep_items=ctx.settings.recent_items)
-        _commit(ctx, event.user_id, profile, record, [f"event:{event.type.value}"], pending)
+        _commit(ctx, event.user_id, profile, record, event.ts, [f"event:{event.type.value}"], pending)
     return await _emit(pending, ctx)
 
 
@@ -117,9 +125,24 @@ async def handle_social(records: Sequence[Record[SocialPost]], ctx: Context) -> 
             continue
         post = record.value
         p_positive = result[0]
+        scored = ScoredPost(
+            post_id=post.post_id,
+            brand=post.brand,
+            user_id=post.user_id,
+            ts=post.ts,
+            p_positive=round(p_positive, 5),
+            sentiment=sentiment_of(p_positive, ctx.neutral_band).label,
+        )
+        out.append(Output.of(ctx.settings.topics.social_scored, post.brand, scored))
         profile = load_profile(ctx, post.user_id)
-        profile.apply_text(p_positive)
+        profile.apply_text(p_positive, post.ts)
         _commit(
-            ctx, post.user_id, profile, record, [f"social:{post.brand}:p_positive={p_positive:.2f}"], pending
+            ctx,
+            post.user_id,
+            profile,
+            record,
+            post.ts,
+            [f"social:{post.brand}:p_positive={p_positive:.2f}"],
+            pending,
         )
     return out + await _emit(pending, ctx)

@@ -7,17 +7,29 @@ Inputs tolerate unknown fields (producers may run a newer minor version) but rej
 from streams.schemas.bids import BidRequest, BidResponse
 from streams.schemas.common import SUPPORTED_SCHEMA_VERSIONS, SourceRef
 from streams.schemas.events import ChatMessage, ClickEvent, ClickType, SocialPost
-from streams.schemas.outputs import CsReply, Recommendation, SegmentUpdate, Sentiment, SentimentLabel
+from streams.schemas.outputs import (
+    BrandAlert,
+    BrandWindow,
+    CsReply,
+    Recommendation,
+    ScoredPost,
+    SegmentUpdate,
+    Sentiment,
+    SentimentLabel,
+)
 
 __all__ = [
     "SUPPORTED_SCHEMA_VERSIONS",
     "BidRequest",
     "BidResponse",
+    "BrandAlert",
+    "BrandWindow",
     "ChatMessage",
     "ClickEvent",
     "ClickType",
     "CsReply",
     "Recommendation",
+    "ScoredPost",
     "SegmentUpdate",
     "Sentiment",
     "SentimentLabel",

@@ -58,8 +58,51 @@ class CsReply(OutputModel):
     intent_confidence: float = Field(ge=0, le=1)
     sentiment: Sentiment
     action: Literal["reply", "handoff"]
+    catalogue_reply_id: str | None = Field(default=None, description="Which catalogue reply was sent.")
     reply_text: str | None = None
     handoff_queue: str | None = None
     reasons: list[str]
     source: SourceRef
     ts: AwareDatetime
+
+
+class ScoredPost(OutputModel):
+    """Internal (`social-scored`, key: brand): a social post after the encoder pass."""
+
+    post_id: str
+    brand: str
+    user_id: str
+    ts: AwareDatetime
+    p_positive: float = Field(ge=0, le=1)
+    sentiment: SentimentLabel
+
+    model_config = ConfigDict(extra="ignore", frozen=True)  # read back by the worker: tolerate additions
+
+
+class BrandWindow(OutputModel):
+    """One closed tumbling window of a brand's social sentiment. Key: `brand`. `window_id` is
+    unique per brand and window, so a redelivered window can be dropped by id."""
+
+    window_id: str
+    brand: str
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    volume: int = Field(ge=1)
+    mean_p_positive: float = Field(ge=0, le=1)
+    share_negative: float = Field(ge=0, le=1)
+    late_posts: int = Field(ge=0, description="Posts that arrived after their own window had closed.")
+    baseline_share_negative: float | None
+    reasons: list[str]
+
+
+class BrandAlert(OutputModel):
+    """The negative share of a brand's window spiked against its recent baseline. Key: `brand`."""
+
+    alert_id: str
+    brand: str
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    volume: int
+    share_negative: float
+    baseline_share_negative: float
+    reasons: list[str]

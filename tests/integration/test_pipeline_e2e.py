@@ -39,7 +39,7 @@ def expected_segment_versions(clicks: list[Produced], keep: int) -> dict[str, in
         event = decode(rec.value, ClickEvent, max_bytes=65536)
         p = profiles[event.user_id]
         p.apply_click(event, keep_items=keep)
-        change = evaluate(p)
+        change = evaluate(p, event.ts)
         if change:
             p.segments, p.version = change.segments, p.version + 1
     return {u: p.version for u, p in profiles.items() if p.version}
@@ -65,10 +65,10 @@ def test_every_input_gets_its_output_or_dead_letter(scorer: Scorer) -> None:
     # Clicks first, so the bid requests find the users' histories already in the profile table.
     report = produce(settings, clicks)
     assert report.failed == 0, report.summary()
-    wait_caught_up(settings, topics.inputs, timeout=CATCH_UP_S, alive=scorer.alive)
+    wait_caught_up(settings, topics.consumed, timeout=CATCH_UP_S, alive=scorer.alive)
     report = produce(settings, chats + posts + bids + bad)
     assert report.failed == 0, report.summary()
-    wait_caught_up(settings, topics.inputs, timeout=CATCH_UP_S, alive=scorer.alive)
+    wait_caught_up(settings, topics.consumed, timeout=CATCH_UP_S, alive=scorer.alive)
 
     with TopicReader(settings, [*topics.outputs, *topics.dead_letters]) as reader:
         reader.read_to_end()
@@ -139,7 +139,7 @@ def test_worker_survives_a_burst_of_only_bad_records(scorer: Scorer) -> None:
     good = EventFactory(seed=5).chat(text="hi there")
     start = time.monotonic()
     assert produce(settings, [*bad, good]).failed == 0
-    wait_caught_up(settings, topics.inputs, timeout=CATCH_UP_S, alive=scorer.alive)
+    wait_caught_up(settings, topics.consumed, timeout=CATCH_UP_S, alive=scorer.alive)
     with TopicReader(settings, [topics.cs_replies, topics.dlq(topics.chat)]) as reader:
         reader.read_to_end()
     assert len(reader.by_topic(topics.dlq(topics.chat))) == len(bad)

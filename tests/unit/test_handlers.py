@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from producers.events import EventFactory, bad_records
-from streams.campaigns import Campaign, CampaignBook
+from streams.campaigns import Campaign, CampaignBook, Creative, Product
 from streams.dlq import HEADER_OFFSET, HEADER_REASON, HEADER_TOPIC, DeadLetter, RecordMeta
 from streams.handlers.bids import handle_bids
 from streams.handlers.chat import handle_chat
@@ -17,12 +17,14 @@ from streams.handlers.common import Context, Output, Record
 from streams.handlers.segments import handle_clicks, handle_social
 from streams.labels import load_labels
 from streams.pipeline import Route, process
+from streams.replies import Catalogue, Reply, ReplyIndex
 from streams.schemas import (
     BidRequest,
     BidResponse,
     ChatMessage,
     ClickEvent,
     CsReply,
+    ScoredPost,
     SegmentUpdate,
     SocialPost,
 )
@@ -34,15 +36,36 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 BOOK = CampaignBook(
     campaigns=[
         Campaign(
-            id="c1", adomain=["shop.example"], crid="cr1", value_per_conversion=4.0, shade=0.8, max_cpm=6.0
+            id="c1",
+            adomain=["shop.example"],
+            products=[Product(id=100, name="first"), Product(id=101, name="second")],
+            value_per_conversion=0.05,
+            shade=0.8,
+            max_cpm=6.0,
+            daily_budget=1000.0,
+            creatives=[Creative(crid="cr1", format="banner", w=300, h=250)],
         )
+    ]
+)
+
+
+CATALOGUE = Catalogue(
+    replies=[
+        Reply(id="greet", intent="greeting", text="Hello! How can we help?"),
+        Reply(id="where", intent="order_status", text="Your order is on its way."),
+        Reply(id="sorry", intent="complaint", text="We are sorry.", escalate="if_negative"),
     ]
 )
 
 
 def make_ctx(models: FakeModels | None = None) -> Context:
     return Context(
-        settings=Settings(), models=models or FakeModels(), labels=load_labels(), profiles={}, now=lambda: NOW
+        settings=Settings(),
+        models=models or FakeModels(),
+        labels=load_labels(),
+        profiles={},
+        replies=ReplyIndex(CATALOGUE),
+        now=lambda: NOW,
     )
 
 
@@ -54,8 +77,20 @@ def records(items: list, model: type, topic: str, ts_ms: int | None = None) -> l
     return out
 
 
+TOPIC_OF = {
+    CsReply: "cs-replies",
+    SegmentUpdate: "segment-updates",
+    BidResponse: "ad-bids",
+    ScoredPost: "social-scored",
+}
+
+
 def outputs_of(outcomes: list, model: type) -> list:
-    return [model.model_validate(orjson.loads(o.value)) for o in outcomes if isinstance(o, Output)]
+    return [
+        model.model_validate(orjson.loads(o.value))
+        for o in outcomes
+        if isinstance(o, Output) and o.topic == TOPIC_OF[model]
+    ]
 
 
 async def test_chat_replies_once_per_message_and_never_echoes_text() -> None:
@@ -75,7 +110,9 @@ async def test_chat_replies_once_per_message_and_never_echoes_text() -> None:
     assert [r.intent for r in replies] == ["greeting", "order_status", "complaint"]
     assert replies[0].action == "reply" and replies[0].reply_text
     assert replies[2].action == "handoff" and replies[2].handoff_queue == "priority"  # angry customer
-    assert models.text_calls == [3]  # one batched encoder call
+    assert models.text_calls == [3, 3]  # the catalogue once (first use), then one batched call per batch
+    await handle_chat(records(msgs, ChatMessage, "chat"), ctx)
+    assert models.text_calls == [3, 3, 3]
     assert all("worst" not in o.value.decode() for o in outcomes)
     assert [r.reply_id for r in replies] == [f"reply:chat/0/{i}" for i in range(3)]
 
@@ -114,13 +151,15 @@ async def test_segment_updates_do_not_depend_on_batching() -> None:
 async def test_social_sentiment_moves_user_into_advocate_and_detractor() -> None:
     factory = EventFactory(seed=6)
     ctx = make_ctx()
-    loves = [factory.social(text="I love it", user_id="u9").value for _ in range(3)]
+    loves = [factory.social(text="I love it", user_id="u9", brand="acme").value for _ in range(3)]
     hates = [factory.social(text="worst ever!!!", user_id="u9").value for _ in range(6)]
     updates = outputs_of(
         await handle_social(records(loves + hates, SocialPost, "social"), ctx), SegmentUpdate
     )
     entered = [s for u in updates for s in u.entered]
     assert "brand_advocate" in entered and "detractor" in entered
+    scored = outputs_of(await handle_social(records(loves[:1], SocialPost, "social"), ctx), ScoredPost)
+    assert [(s.brand, s.sentiment.value, s.p_positive) for s in scored] == [("acme", "positive", 0.9)]
 
 
 async def test_bids_follow_the_formula_and_answer_every_request() -> None:
@@ -133,16 +172,21 @@ async def test_bids_follow_the_formula_and_answer_every_request() -> None:
         factory.bid_request(user_id="nobody", tmax=500).value,  # unknown: nbr 8
         factory.bid_request(user_id="u1", tmax=500, floor=50.0).value,  # floor above the cap: nbr 501
     ]
+    state: dict = {}
     answered = outputs_of(
-        await handle_bids(records(reqs, BidRequest, "bid-requests", ts_ms=now_ms), ctx, BOOK), BidResponse
+        await handle_bids(records(reqs, BidRequest, "bid-requests", ts_ms=now_ms), ctx, BOOK, state),
+        BidResponse,
     )
     expired = outputs_of(
-        await handle_bids(records(reqs[:1], BidRequest, "bid-requests", ts_ms=now_ms - 10_000), ctx, BOOK),
+        await handle_bids(
+            records(reqs[:1], BidRequest, "bid-requests", ts_ms=now_ms - 10_000), ctx, BOOK, state
+        ),
         BidResponse,
     )
     assert len(answered) == 3
     price = answered[0].seatbid[0].bid[0].price
-    assert price == pytest.approx(min(6.0, 0.02 * 4.0 * 1000 * 0.8), rel=1e-4)  # top score 0.02 from the fake
+    # the fake ranks items 100.. with scores 0.02, 0.019, ...: c1's products are the first two
+    assert price == pytest.approx(min(6.0, (0.02 + 0.019) * 0.05 * 1000 * 0.8), rel=1e-4)
     assert answered[1].nbr == 8 and not answered[1].seatbid
     assert answered[2].nbr == 501
     assert expired[0].nbr == 15 and expired[0].ext.reasons == ["tmax_expired_before_scoring"]
@@ -196,3 +240,64 @@ async def test_server_rejection_costs_only_the_rejected_record() -> None:
     outcomes = await handle_chat(records(raws, ChatMessage, "chat"), ctx)
     assert [type(o).__name__ for o in outcomes] == ["Output", "DeadLetter", "Output"]
     assert dict(outcomes[1].headers)[HEADER_REASON] == b"inference_rejected"  # type: ignore[union-attr]
+
+
+async def test_dead_letters_keep_the_record_but_not_its_pii() -> None:
+    raw = b'{"schema_version": 1, "text": "mail bob@example.com or call +44 7700 900123", "ts": 5}'
+    outcomes = await process(
+        [(RecordMeta("chat", 0, 7, b"k"), raw)],
+        Route("chat", ChatMessage, handle_chat, text_field="text"),
+        make_ctx(),
+    )
+    dead = outcomes[0]
+    assert isinstance(dead, DeadLetter)
+    assert dead.value == b'{"schema_version": 1, "text": "mail [EMAIL] or call [PHONE]", "ts": 5}'
+    assert dict(dead.headers)["x-dlq-redacted"] == b"email=1,phone=1"
+
+
+async def test_an_idle_cart_turns_into_cart_abandoner_at_the_next_event() -> None:
+    from datetime import timedelta
+
+    start = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+    def click(kind: str, minutes: int, **extra: object) -> bytes:
+        body = {
+            "schema_version": 1,
+            "event_id": f"e{minutes}{kind}",
+            "user_id": "u5",
+            "session_id": "s",
+            "ts": (start + timedelta(minutes=minutes)).isoformat(),
+            "type": kind,
+            **extra,
+        }
+        return orjson.dumps(body)
+
+    raws = [click("add_to_cart", 0, product_id=42), click("page_view", 10), click("page_view", 45)]
+    ctx = make_ctx()
+    updates = outputs_of(await handle_clicks(records(raws, ClickEvent, "clickstream"), ctx), SegmentUpdate)
+    assert [(u.entered, u.exited) for u in updates] == [
+        (["high_intent", "new_visitor"], []),
+        (["cart_abandoner"], ["high_intent"]),
+    ]
+    assert updates[1].reasons[0] == "enter:cart_abandoner:cart_items=1_idle_min=45"
+
+
+async def test_deal_searches_make_a_bargain_hunter() -> None:
+    raws = [
+        orjson.dumps(
+            {
+                "schema_version": 1,
+                "event_id": f"q{i}",
+                "user_id": "u6",
+                "session_id": "s",
+                "ts": NOW.isoformat(),
+                "type": "search",
+                "query": q,
+            }
+        )
+        for i, q in enumerate(["milk", "coupon for coffee", "BOGO deals"])
+    ]
+    updates = outputs_of(
+        await handle_clicks(records(raws, ClickEvent, "clickstream"), make_ctx()), SegmentUpdate
+    )
+    assert "bargain_hunter" in updates[-1].entered

@@ -1,0 +1,99 @@
+"""social-scored -> brand-sentiment (every closed window) and brand-alerts (spikes)."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from streams.handlers.common import Context, Outcome, Output, Record
+from streams.schemas import BrandAlert, BrandWindow, ScoredPost, SentimentLabel
+from streams.trends import AlertRule, BrandWindowState, ClosedWindow, flush_idle, observe
+
+RULE = AlertRule()
+
+
+def _outputs(closed: ClosedWindow, ctx: Context) -> list[Outcome]:
+    topics = ctx.settings.topics
+    window_id = f"brand:{closed.brand}:{int(closed.start.timestamp())}"
+    out: list[Outcome] = [
+        Output.of(
+            topics.brand_sentiment,
+            closed.brand,
+            BrandWindow(
+                window_id=window_id,
+                brand=closed.brand,
+                window_start=closed.start,
+                window_end=closed.end,
+                volume=closed.volume,
+                mean_p_positive=round(closed.mean_p_positive, 4),
+                share_negative=round(closed.share_negative, 4),
+                late_posts=closed.late,
+                baseline_share_negative=None
+                if closed.baseline_share is None
+                else round(closed.baseline_share, 4),
+                reasons=closed.reasons,
+            ),
+        )
+    ]
+    if closed.alert:
+        assert closed.baseline_share is not None
+        out.append(
+            Output.of(
+                topics.brand_alerts,
+                closed.brand,
+                BrandAlert(
+                    alert_id=f"alert:{window_id}",
+                    brand=closed.brand,
+                    window_start=closed.start,
+                    window_end=closed.end,
+                    volume=closed.volume,
+                    share_negative=round(closed.share_negative, 4),
+                    baseline_share_negative=round(closed.baseline_share, 4),
+                    reasons=closed.reasons,
+                ),
+            )
+        )
+    return out
+
+
+async def handle_brand_posts(
+    records: Sequence[Record[ScoredPost]], ctx: Context, windows: MutableMapping[str, Any]
+) -> list[Outcome]:
+    size = ctx.settings.brand_window_s
+    out: list[Outcome] = []
+    for record in records:
+        post = record.value
+        state = BrandWindowState.model_validate(windows.get(post.brand) or {})
+        closed = observe(
+            post.brand,
+            state,
+            post.ts,
+            post.p_positive,
+            post.sentiment is SentimentLabel.NEGATIVE,
+            size_s=size,
+            rule=RULE,
+        )
+        windows[post.brand] = state.model_dump()
+        if closed is not None:
+            out.extend(_outputs(closed, ctx))
+    return out
+
+
+def flush_quiet_brands(ctx: Context, windows: MutableMapping[str, Any], now: datetime) -> list[Outcome]:
+    """Close windows whose end (plus grace) has passed with no newer post to close them."""
+    out: list[Outcome] = []
+    for brand in list(windows):
+        state = BrandWindowState.model_validate(windows[brand])
+        closed = flush_idle(
+            brand,
+            state,
+            now,
+            size_s=ctx.settings.brand_window_s,
+            grace_s=ctx.settings.brand_window_grace_s,
+            rule=RULE,
+        )
+        if closed is not None:
+            windows[brand] = state.model_dump()
+            out.extend(_outputs(closed, ctx))
+    return out

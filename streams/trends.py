@@ -1,0 +1,135 @@
+"""Brand sentiment in tumbling event-time windows, and spike alerts. Pure logic, no Kafka.
+
+Each brand keeps one open window. A post whose timestamp falls in a later window closes the
+open one: its summary (volume, mean P(positive), share negative) is published, compared with
+the brand's baseline (an exponentially weighted mean of the negative share of its earlier
+windows), and an alert is raised when the negative share spikes above that baseline. Windows
+are closed by the next post of the same brand, so the result does not depend on batching or on
+wall-clock time; a quiet brand's last window is closed by `flush_idle` from a timer.
+A late post (for a window already closed) is counted in the open window and flagged in its
+summary rather than dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+BASELINE_ALPHA = 0.3  # weight of the newest closed window in the baseline
+
+
+class AlertRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_volume: int = Field(default=5, ge=1, description="Windows with fewer posts never alert.")
+    min_windows: int = Field(default=2, ge=1, description="Closed windows needed before a baseline counts.")
+    min_share: float = Field(default=0.4, ge=0, le=1, description="Negative share must reach at least this.")
+    min_lift: float = Field(default=0.2, ge=0, le=1, description="...and exceed the baseline by this much.")
+
+
+class BrandWindowState(BaseModel):
+    """One brand's open window and its baseline (stored in a table as a dict)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    window_start: int | None = None  # epoch seconds
+    volume: int = 0
+    negative: int = 0
+    sum_p_positive: float = 0.0
+    late: int = 0
+    baseline_share: float | None = None
+    windows_closed: int = 0
+
+
+@dataclass(frozen=True)
+class ClosedWindow:
+    brand: str
+    start: datetime
+    end: datetime
+    volume: int
+    mean_p_positive: float
+    share_negative: float
+    late: int
+    baseline_share: float | None  # the baseline before this window was folded in
+    alert: bool
+    reasons: list[str]
+
+
+def window_of(ts: datetime, size_s: int) -> int:
+    epoch = int(ts.timestamp())
+    return epoch - epoch % size_s
+
+
+def _close(brand: str, state: BrandWindowState, size_s: int, rule: AlertRule) -> ClosedWindow:
+    assert state.window_start is not None and state.volume > 0
+    share = state.negative / state.volume
+    baseline = state.baseline_share if state.windows_closed >= rule.min_windows else None
+    reasons = [f"volume={state.volume}", f"share_negative={share:.2f}"]
+    alert = False
+    if baseline is None:
+        reasons.append(f"no_baseline_yet(windows={state.windows_closed}<{rule.min_windows})")
+    else:
+        reasons.append(f"baseline={baseline:.2f}")
+        alert = (
+            state.volume >= rule.min_volume and share >= rule.min_share and share - baseline >= rule.min_lift
+        )
+        if alert:
+            reasons.append(f"spike:share-baseline={share - baseline:.2f}>={rule.min_lift}")
+    closed = ClosedWindow(
+        brand=brand,
+        start=datetime.fromtimestamp(state.window_start, UTC),
+        end=datetime.fromtimestamp(state.window_start + size_s, UTC),
+        volume=state.volume,
+        mean_p_positive=state.sum_p_positive / state.volume,
+        share_negative=share,
+        late=state.late,
+        baseline_share=baseline,
+        alert=alert,
+        reasons=reasons,
+    )
+    state.baseline_share = (
+        share
+        if state.baseline_share is None
+        else (1 - BASELINE_ALPHA) * state.baseline_share + BASELINE_ALPHA * share
+    )
+    state.windows_closed += 1
+    state.window_start, state.volume, state.negative, state.sum_p_positive, state.late = None, 0, 0, 0.0, 0
+    return closed
+
+
+def observe(
+    brand: str,
+    state: BrandWindowState,
+    ts: datetime,
+    p_positive: float,
+    negative: bool,
+    *,
+    size_s: int,
+    rule: AlertRule,
+) -> ClosedWindow | None:
+    """Count one scored post; return the window it closed, if any."""
+    start = window_of(ts, size_s)
+    closed = None
+    if state.window_start is not None and start > state.window_start:
+        closed = _close(brand, state, size_s, rule)
+    if state.window_start is not None and start < state.window_start:
+        state.late += 1  # its own window is closed already: count it where it can still count
+    elif state.window_start is None:
+        state.window_start = start
+    state.volume += 1
+    state.negative += int(negative)
+    state.sum_p_positive += p_positive
+    return closed
+
+
+def flush_idle(
+    brand: str, state: BrandWindowState, now: datetime, *, size_s: int, grace_s: int, rule: AlertRule
+) -> ClosedWindow | None:
+    """Close the open window once its end plus a grace period has passed in wall-clock time."""
+    if state.window_start is None or state.volume == 0:
+        return None
+    if now.timestamp() < state.window_start + size_s + grace_s:
+        return None
+    return _close(brand, state, size_s, rule)

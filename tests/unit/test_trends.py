@@ -1,0 +1,57 @@
+"""Tumbling brand windows and spike alerts (pure logic)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from streams.trends import AlertRule, BrandWindowState, flush_idle, observe
+
+T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+RULE = AlertRule(min_volume=4, min_windows=2, min_share=0.4, min_lift=0.2)
+
+
+def feed(state: BrandWindowState, window: int, negatives: int, total: int) -> list:
+    closed = []
+    for i in range(total):
+        ts = T0 + timedelta(seconds=60 * window + i)
+        neg = i < negatives
+        c = observe("acme", state, ts, 0.1 if neg else 0.9, neg, size_s=60, rule=RULE)
+        if c:
+            closed.append(c)
+    return closed
+
+
+def test_windows_close_on_the_next_window_and_summarise() -> None:
+    state = BrandWindowState()
+    assert feed(state, 0, 1, 5) == []
+    [w0] = feed(state, 1, 0, 5)
+    assert (w0.volume, w0.share_negative, w0.start, w0.end) == (5, 0.2, T0, T0 + timedelta(seconds=60))
+    assert abs(w0.mean_p_positive - (0.1 + 4 * 0.9) / 5) < 1e-9
+    assert not w0.alert and "no_baseline_yet(windows=0<2)" in w0.reasons
+
+
+def test_a_spike_against_the_baseline_raises_one_alert() -> None:
+    state = BrandWindowState()
+    closed = []
+    for window, negatives in enumerate([1, 0, 1, 4, 1]):  # window 3 spikes: 4/5 negative
+        closed += feed(state, window, negatives, 5)
+    closed += [flush_idle("acme", state, T0 + timedelta(minutes=10), size_s=60, grace_s=30, rule=RULE)]
+    assert [c.alert for c in closed] == [False, False, False, True, False]
+    spike = closed[3]
+    assert spike.share_negative == 0.8 and spike.baseline_share is not None and spike.baseline_share < 0.3
+
+
+def test_small_windows_never_alert_and_late_posts_are_counted() -> None:
+    state = BrandWindowState()
+    closed = feed(state, 0, 0, 5) + feed(state, 1, 0, 5) + feed(state, 2, 3, 3) + feed(state, 3, 0, 1)
+    assert closed[-1].volume == 3 and closed[-1].share_negative == 1.0 and not closed[-1].alert
+    late = observe("acme", state, T0, 0.5, False, size_s=60, rule=RULE)  # window 0 is long closed
+    assert late is None and state.late == 1 and state.volume == 2
+
+
+def test_flush_waits_for_the_grace_period() -> None:
+    state = BrandWindowState()
+    feed(state, 0, 0, 3)
+    assert flush_idle("acme", state, T0 + timedelta(seconds=89), size_s=60, grace_s=30, rule=RULE) is None
+    assert flush_idle("acme", state, T0 + timedelta(seconds=90), size_s=60, grace_s=30, rule=RULE) is not None
+    assert state.window_start is None

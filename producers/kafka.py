@@ -87,8 +87,8 @@ def produce(
         start = time.monotonic()
         for i, record in enumerate(records):
             if rate > 0:
-                ahead = start + i / rate - time.monotonic()
-                if ahead > 0:
+                # poll() returns as soon as a delivery report is served, so loop until the slot
+                while (ahead := start + i / rate - time.monotonic()) > 0:
                     producer.poll(ahead)
             while True:
                 try:

@@ -27,6 +27,8 @@ class Consumed:
     key: bytes | None
     value: bytes | None
     headers: dict[str, bytes]
+    timestamp_ms: int  # the record's Kafka timestamp (create time)
+    received_s: float  # time.time() when this reader got it
 
 
 def _partitions(consumer: Consumer, topics: Iterable[str]) -> list[TopicPartition]:
@@ -159,7 +161,9 @@ class TopicReader:
     def poll(self, timeout: float = 0.2) -> list[Consumed]:
         """New records since the last call (at most a few hundred)."""
         got = []
-        for msg in self._consumer.consume(num_messages=500, timeout=timeout):
+        messages = self._consumer.consume(num_messages=500, timeout=timeout)
+        received = time.time()
+        for msg in messages:
             if msg.error() is not None:
                 raise StackError(f"consume error: {msg.error()}")
             got.append(
@@ -170,6 +174,8 @@ class TopicReader:
                     key=msg.key(),
                     value=msg.value(),
                     headers=_headers(msg.headers()),
+                    timestamp_ms=msg.timestamp()[1],
+                    received_s=received,
                 )
             )
         self.records.extend(got)

@@ -16,9 +16,10 @@ import signal
 from collections import Counter
 from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
+from aiokafka.partitioner import murmur2
 from faust.types import EventT, StreamT, TableT
 
 from streams.campaigns import load_campaigns
@@ -30,6 +31,7 @@ from streams.handlers.segments import handle_clicks, handle_social
 from streams.handlers.trends import flush_quiet_brands, handle_brand_posts
 from streams.inference import TritonModels
 from streams.labels import load_labels
+from streams.pacing import partition_of
 from streams.pii import redact
 from streams.pipeline import Route, process
 from streams.replies import ReplyIndex, load_catalogue
@@ -44,9 +46,9 @@ BRAND_FLUSH_EVERY_S = 5.0
 
 
 class StrKeyed(MutableMapping[str, Any]):
-    """A table seen through str keys. Keys are stored as UTF-8 bytes, the same bytes as the keys
-    of the records that update them (user id, brand), so with `use_partitioner` a key's changelog
-    partition is the partition its records arrive on."""
+    """A table seen through str keys, stored as UTF-8 bytes: the same bytes as the keys of the
+    records that update them (user id, brand), so `KeyedTable` puts each key's changelog on the
+    partition its records arrive on."""
 
     def __init__(self, table: TableT) -> None:
         self._table = table
@@ -65,6 +67,30 @@ class StrKeyed(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._table)
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2, as in the Java client, aiokafka and librdkafka's
+    murmur2_random): the partition that records with this key are produced to."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class KeyedTable(faust.Table):
+    """A table whose changelog partition for a key is the partition records with that key arrive
+    on. Computed here: Faust's `use_partitioner` asks the producer, which fails with a TypeError
+    until it has fetched the changelog topic's metadata (seen on a worker's first batch)."""
+
+    def partition_for_key(self, key: Any) -> int | None:
+        assert self.partitions is not None
+        return key_partition(key if isinstance(key, bytes) else str(key).encode(), self.partitions)
+
+
+class LedgerTable(faust.Table):
+    """The bidder's budget, pacing and frequency-cap state. Its keys name the input partition they
+    belong to (`p<P>/...`, see streams.pacing), and that is where their changelog must go."""
+
+    def partition_for_key(self, key: Any) -> int | None:
+        return partition_of(key.decode() if isinstance(key, bytes) else str(key))
 
 
 def raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
@@ -120,17 +146,14 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         for name in topics.outputs + topics.internal + topics.dead_letters
     }
 
-    def table(name: str) -> StrKeyed:
-        return StrKeyed(
-            app.Table(
-                name,
-                partitions=settings.partitions,
-                key_type=bytes,  # -> the "raw" codec: changelog keys are the key's bytes; values are JSON
-                use_partitioner=True,
-            )
-        )
+    def table(name: str, cls: type[faust.Table] = KeyedTable) -> StrKeyed:
+        # keys are the raw bytes of the user id / brand; values are JSON
+        made = cls(app, name=name, partitions=settings.partitions, key_type=bytes, beacon=app.tables.beacon)
+        app.tables.add(made)
+        return StrKeyed(cast(TableT, made))
 
     brand_windows = table("brand-windows")
+    ledger = table("bid-ledger", LedgerTable)
     models = TritonModels(settings, TextTokenizer(settings.tokenizer_path, settings.max_seq_len))
     ctx = Context(
         settings=settings,
@@ -143,7 +166,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     stats: Counter[str] = Counter()
 
     async def bids(records: Any, c: Context) -> list[Outcome]:
-        return await handle_bids(records, c, book)
+        return await handle_bids(records, c, book, ledger)
 
     async def brands(records: Any, c: Context) -> list[Outcome]:
         return await handle_brand_posts(records, c, brand_windows)

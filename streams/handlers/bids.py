@@ -1,27 +1,164 @@
-"""bid-requests -> ad-bids: price = propensity x value per conversion, shaded and capped.
+"""bid-requests -> ad-bids: one OpenRTB 2.6 BidResponse per request, a bid or a no-bid with `nbr`.
 
-Every request gets an answer: a bid, or a no-bid with an OpenRTB `nbr` code. A request whose
-`tmax` has already passed (counted from the record's Kafka timestamp) or would pass while the
-model is asked is answered with a no-bid, never with a late bid.
+Pricing (see `streams.campaigns`), for campaign c and the user's top 20 recommendations:
+
+    propensity(c) = min(1, sum(score_i for item_i in top20 if item_i in products(c))
+                             x (1 + sum(boost_s for s in segments(user) if s in segment_boost(c))))
+                    (a store-wide campaign, without products, counts all 20 scores)
+    price(c)      = round(min(max_cpm, propensity(c) x value_per_conversion x 1000 x shade), 4)  [CPM]
+
+The recommender's input is the user's recent items from their profile; its scores are a softmax
+over the catalogue, so `propensity` estimates the chance that the next purchase is one of c's
+products. Every response lists the inputs of the formula in `ext.reasons`.
+
+A request, step by step (each refusal is a no-bid with the `nbr` in brackets):
+1. Its `tmax`, counted from the record's Kafka timestamp, has already passed [15]. None of our
+   currency in `cur` [507]. COPPA, GDPR without a consent string, or `device.lmt=1`: this bidder
+   only does behavioural targeting [508]. No `user.id`, or a user without history [8].
+2. Per imp and campaign, before asking the model: the imp offers a type (banner, video, audio,
+   native) [2 if no imp does]; it is not a private auction [510]; its floor is in our currency
+   [507]; the campaign is not excluded by `badv`, `bcat`/`acat`, `bapp`, `wseat`/`bseat` [502];
+   one of its creatives fits the imp (type, size or flex ratio, mimes, duration, protocols,
+   `battr`, `secure`) [503]; the user is not in an excluded segment [509]; the campaign is under
+   the user's frequency cap [506] and has budget [504] and pacing room [505] left; paused
+   campaigns never bid [511 if none is active]. A request without any candidate is answered
+   without calling the model.
+3. One batched recommender call, with the earliest deadline of the batch. If a deadline passes
+   meanwhile, those requests get [15], never a late bid; a failed call gives [1] (or [15]).
+4. Per imp, the candidates are priced (none of a campaign's products in the top 20: [509]); the
+   highest price (then the campaign id) that is at least the floor [501] (`imp.bidfloor`, or the
+   Video/Audio floor guidance, note 7.11) and still fits the frequency cap, budget and pacing
+   with its own cost wins the imp. An imp without a winner says why, and the response's `nbr` is that of the imp that
+   came closest to a bid (`Stage`).
+5. The winners' costs and impressions are booked in the state (see `streams.pacing`), except for
+   test requests (`test=1`, not billable) and replays of records already booked.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+from typing import Any
 
-from streams.campaigns import CampaignBook
+from streams.campaigns import Campaign, CampaignBook, Creative, Propensity
 from streams.errors import InferenceError
 from streams.handlers.common import Context, Outcome, Output, Record
 from streams.handlers.segments import load_profile
+from streams.inference import Recommendations
+from streams.pacing import Ledger, Limit, cost_micros
+from streams.profile import Profile
 from streams.schemas import BidRequest, BidResponse
-from streams.schemas.bids import Bid, NoBidReason, ResponseExt, SeatBid
+from streams.schemas.bids import Bid, Imp, NoBidReason, ResponseExt, SeatBid
 
 log = logging.getLogger("streams.handlers.bids")
 
 SAFETY_MS = 5.0  # answer at least this long before tmax: the response still has to reach the exchange
-SEAT = "marketing-scorer"
+FORMULA = (
+    "formula:price=min(max_cpm,propensity*value_per_conversion*1000*shade);"
+    "propensity=min(1,sum(top20 scores of campaign products)*(1+sum(segment boosts)))"
+)
+
+_process_state: dict[str, Any] = {}  # used only until the app passes a table-backed state
+
+
+class Stage(IntEnum):
+    """How far a campaign got towards a bid on an imp; the furthest stage explains a no-bid."""
+
+    NO_TYPE = -1
+    NO_ACTIVE_CAMPAIGN = 0
+    PRIVATE_AUCTION = 1
+    FLOOR_CURRENCY = 2
+    BLOCKED = 3
+    NO_CREATIVE = 4
+    AUDIENCE_EXCLUDED = 5
+    FREQUENCY = 6
+    BUDGET = 7
+    PACING = 8
+    NO_PROPENSITY = 9
+    BELOW_FLOOR = 10
+    BUDGET_AT_PRICE = 11
+    PACING_AT_PRICE = 12
+
+    @property
+    def nbr(self) -> NoBidReason:
+        return _NBR[self]
+
+    @property
+    def label(self) -> str:
+        return _LABEL.get(self, self.name.lower())
+
+
+_NBR = {
+    Stage.NO_TYPE: NoBidReason.INVALID_REQUEST,
+    Stage.NO_ACTIVE_CAMPAIGN: NoBidReason.NO_ACTIVE_CAMPAIGN,
+    Stage.PRIVATE_AUCTION: NoBidReason.PRIVATE_AUCTION_NO_DEAL,
+    Stage.FLOOR_CURRENCY: NoBidReason.CURRENCY_NOT_SUPPORTED,
+    Stage.BLOCKED: NoBidReason.BLOCKED_BY_REQUEST,
+    Stage.NO_CREATIVE: NoBidReason.NO_MATCHING_CREATIVE,
+    Stage.AUDIENCE_EXCLUDED: NoBidReason.NO_PROPENSITY,
+    Stage.FREQUENCY: NoBidReason.FREQUENCY_CAPPED,
+    Stage.BUDGET: NoBidReason.BUDGET_EXHAUSTED,
+    Stage.PACING: NoBidReason.PACING_LIMITED,
+    Stage.NO_PROPENSITY: NoBidReason.NO_PROPENSITY,
+    Stage.BELOW_FLOOR: NoBidReason.BELOW_FLOOR,
+    Stage.BUDGET_AT_PRICE: NoBidReason.BUDGET_EXHAUSTED,
+    Stage.PACING_AT_PRICE: NoBidReason.PACING_LIMITED,
+}
+_LABEL = {
+    Stage.NO_TYPE: "imp_offers_no_type",
+    Stage.BUDGET: "out_of_budget",
+    Stage.BUDGET_AT_PRICE: "out_of_budget",
+    Stage.PACING: "ahead_of_pace",
+    Stage.PACING_AT_PRICE: "ahead_of_pace",
+    Stage.FREQUENCY: "frequency_capped",
+}
+_AT_PRICE = {
+    Limit.FREQUENCY: Stage.FREQUENCY,
+    Limit.BUDGET: Stage.BUDGET_AT_PRICE,
+    Limit.PACING: Stage.PACING_AT_PRICE,
+}
+_BEFORE_PRICE = {Limit.FREQUENCY: Stage.FREQUENCY, Limit.BUDGET: Stage.BUDGET, Limit.PACING: Stage.PACING}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    campaign: Campaign
+    creative: Creative
+    floor: float
+    adm: str | None
+
+
+@dataclass
+class ImpPlan:
+    imp: Imp
+    candidates: list[Candidate] = field(default_factory=list)
+    skips: list[tuple[Stage, str]] = field(default_factory=list)  # (stage, "campaign:detail")
+
+    def skip(self, stage: Stage, what: str) -> None:
+        self.skips.append((stage, what))
+
+    @property
+    def furthest(self) -> Stage:
+        return max((s for s, _ in self.skips), default=Stage.NO_ACTIVE_CAMPAIGN)
+
+
+@dataclass
+class Plan:
+    """A request that passed the request-level checks, waiting for its recommendations."""
+
+    index: int
+    record: Record[BidRequest]
+    user: str
+    profile: Profile
+    imps: list[ImpPlan]
+    deadline: float | None
+
+
+# --- request level --------------------------------------------------------------------------------
 
 
 def deadline_wall_s(record: Record[BidRequest]) -> float | None:
@@ -31,93 +168,375 @@ def deadline_wall_s(record: Record[BidRequest]) -> float | None:
     return (record.meta.timestamp_ms + tmax - SAFETY_MS) / 1000.0
 
 
-def _no_bid(record: Record[BidRequest], nbr: NoBidReason, reason: str) -> BidResponse:
-    return BidResponse(
-        id=record.value.id,
-        nbr=nbr,
-        ext=ResponseExt(response_id=f"bid:{record.source.record_id}", reasons=[reason], source=record.source),
-    )
-
-
-def _bid(record: Record[BidRequest], book: CampaignBook, propensity: float, top_item: int) -> BidResponse:
-    request = record.value
-    campaign = next((c for c in book.campaigns if not set(c.adomain) & set(request.badv)), None)
-    reasons = [f"propensity:{propensity:.4f}", f"top_item:{top_item}"]
-    if campaign is None:
-        return _no_bid(record, NoBidReason.BELOW_FLOOR, "all_campaigns_blocked_by_badv")
-    price = campaign.price_cpm(propensity)
-    bids = [
-        Bid(
-            id=f"{request.id}:{imp.id}",
-            impid=imp.id,
-            price=price,
-            adomain=campaign.adomain,
-            crid=campaign.crid,
-            cid=campaign.id,
-        )
-        for imp in request.imp
-        if price >= imp.bidfloor
-    ]
-    ext = ResponseExt(
+def _ext(record: Record[BidRequest], reasons: list[str], propensity: float | None = None) -> ResponseExt:
+    return ResponseExt(
         response_id=f"bid:{record.source.record_id}",
-        reasons=[
-            *reasons,
-            f"campaign:{campaign.id}",
-            f"price=min({campaign.max_cpm},p*{campaign.value_per_conversion}*1000*{campaign.shade})={price}",
-        ],
+        reasons=reasons,
         source=record.source,
-        propensity=round(propensity, 6),
+        propensity=None if propensity is None else round(propensity, 6),
     )
+
+
+def _no_bid(
+    record: Record[BidRequest], nbr: NoBidReason, reasons: list[str], propensity: float | None = None
+) -> BidResponse:
+    return BidResponse(id=record.value.id, nbr=nbr, ext=_ext(record, reasons, propensity))
+
+
+def _request_refusal(request: BidRequest, book: CampaignBook) -> tuple[NoBidReason, str] | None:
+    if book.currency not in request.currencies:
+        return NoBidReason.CURRENCY_NOT_SUPPORTED, f"currency_not_allowed:{','.join(request.currencies)}"
+    if request.regs is not None and request.regs.coppa == 1:
+        return NoBidReason.PRIVACY_RESTRICTED, "coppa_applies:no_behavioural_targeting"
+    if request.gdpr == 1 and not request.consent:
+        return NoBidReason.PRIVACY_RESTRICTED, "gdpr_applies_without_consent_string"
+    if request.device is not None and request.device.lmt == 1:
+        return NoBidReason.PRIVACY_RESTRICTED, "limit_ad_tracking"
+    if not (request.user and request.user.id):
+        return NoBidReason.UNMATCHED_USER, "no_user_id"
+    if not any(imp.offered for imp in request.imp):
+        return NoBidReason.INVALID_REQUEST, "no_imp_offers_banner_video_audio_or_native"
+    return None
+
+
+# --- imp x campaign, before pricing ---------------------------------------------------------------
+
+
+def _domain_blocked(domain: str, blocked: Sequence[str]) -> str | None:
+    d = domain.lower().rstrip(".")
+    for b in blocked:
+        b = b.lower().rstrip(".")
+        if d == b or d.endswith("." + b):
+            return b
+    return None
+
+
+def _category_match(cat: str, listed: Sequence[str]) -> str | None:
+    """IAB Content Taxonomy 1.0 is two-tier ("IAB8" > "IAB8-5"): listing a tier-1 category
+    covers its tier-2 children."""
+    for entry in listed:
+        if cat == entry or cat.startswith(entry + "-"):
+            return entry
+    return None
+
+
+def _blocked(request: BidRequest, campaign: Campaign) -> str | None:
+    """Why the request's own rules exclude the campaign, whatever the imp."""
+    if request.wseat is not None and campaign.seat not in request.wseat:
+        return f"seat_not_in_wseat:{campaign.seat}"
+    if request.bseat and campaign.seat in request.bseat:
+        return f"seat_in_bseat:{campaign.seat}"
+    for domain in campaign.adomain:
+        if hit := _domain_blocked(domain, request.badv):
+            return f"badv:{hit}"
+    if request.bcat or request.acat:
+        if request.cattax != campaign.cattax:
+            return f"cattax_mismatch:request={request.cattax},campaign={campaign.cattax}"
+        for cat in campaign.cat:
+            if hit := _category_match(cat, request.bcat):
+                return f"bcat:{hit}"
+        if request.acat is not None and not any(_category_match(c, request.acat) for c in campaign.cat):
+            return "not_in_acat"
+    if campaign.bundle and campaign.bundle in request.bapp:
+        return f"bapp:{campaign.bundle}"
+    return None
+
+
+def _duration_fits(creative: Creative, media: Any) -> bool:
+    dur = creative.duration_s or 0
+    if media.rqddurs is not None:
+        return dur in media.rqddurs
+    return (media.minduration is None or dur >= media.minduration) and (
+        media.maxduration is None or dur <= media.maxduration
+    )
+
+
+def _banner_fits(creative: Creative, imp: Imp) -> bool:
+    banner = imp.banner
+    assert banner is not None
+    w, h = creative.w or 0, creative.h or 0
+    sizes = {(f.w, f.h) for f in banner.format or [] if f.w is not None and f.h is not None}
+    if banner.w is not None and banner.h is not None:
+        sizes.add((banner.w, banner.h))
+    flex = [f for f in banner.format or [] if f.wratio and f.hratio]
+    if sizes or flex:
+        fixed = (w, h) in sizes
+        ratio = any(
+            w * f.hratio == h * f.wratio and w >= (f.wmin or 0)
+            for f in flex
+            if f.wratio is not None and f.hratio is not None
+        )
+        if not (fixed or ratio):
+            return False
+    if banner.mimes and not set(creative.mimes) & set(banner.mimes):
+        return False
+    return not set(creative.attr) & set(banner.battr or [])
+
+
+def _creative_fits(creative: Creative, imp: Imp) -> bool:
+    if imp.secure == 1 and not creative.secure:
+        return False
+    if creative.format == "banner":
+        return imp.banner is not None and _banner_fits(creative, imp)
+    if creative.format == "native":
+        return (
+            imp.native is not None
+            and creative.native is not None
+            and not set(creative.attr) & set(imp.native.battr or [])
+            and creative.native.markup(imp.native.request) is not None
+        )
+    media = imp.video if creative.format == "video" else imp.audio
+    if media is None:
+        return False
+    return (
+        bool(set(creative.mimes) & set(media.mimes))
+        and _duration_fits(creative, media)
+        and (
+            not media.protocols
+            or not creative.protocols
+            or bool(set(creative.protocols) & set(media.protocols))
+        )
+        and not set(creative.attr) & set(media.battr or [])
+    )
+
+
+def floor_cpm(imp: Imp, creative: Creative) -> float:
+    """Implementation note 7.11: on the open market, the Video/Audio floor guidance when there is
+    some (a DurFloors range holding the creative's duration, else `mincpmpersec` x duration),
+    else the Imp's `bidfloor`. All of them are in `imp.bidfloorcur`."""
+    media = imp.video if creative.format == "video" else imp.audio if creative.format == "audio" else None
+    if media is not None and creative.duration_s is not None:
+        dur = creative.duration_s
+        for band in media.durfloors or []:
+            if (band.mindur is None or dur >= band.mindur) and (band.maxdur is None or dur <= band.maxdur):
+                return band.bidfloor
+        if media.mincpmpersec is not None:
+            return media.mincpmpersec * dur
+    return imp.bidfloor
+
+
+def _plan_imp(
+    imp: Imp,
+    request: BidRequest,
+    book: CampaignBook,
+    profile: Profile,
+    ledger: Ledger,
+    user: str,
+    *,
+    partition: int,
+    now: datetime,
+) -> ImpPlan:
+    plan = ImpPlan(imp)
+    if not imp.offered:
+        plan.skip(Stage.NO_TYPE, "banner_video_audio_native_all_absent")
+        return plan
+    if imp.pmp is not None and imp.pmp.private_auction == 1:
+        plan.skip(Stage.PRIVATE_AUCTION, "no_deal_held")
+        return plan
+    if imp.bidfloorcur != book.currency:
+        plan.skip(Stage.FLOOR_CURRENCY, f"{imp.bidfloorcur}!={book.currency}")
+        return plan
+    if not book.active:
+        plan.skip(Stage.NO_ACTIVE_CAMPAIGN, "all_campaigns_paused")
+    for campaign in book.active:
+        if why := _blocked(request, campaign):
+            plan.skip(Stage.BLOCKED, f"{campaign.id}:{why}")
+            continue
+        creative = next((c for c in campaign.creatives if _creative_fits(c, imp)), None)
+        if creative is None:
+            plan.skip(
+                Stage.NO_CREATIVE,
+                f"{campaign.id}:offered={'+'.join(k.name.lower() for k in imp.offered)}",
+            )
+            continue
+        if excluded := sorted(set(profile.segments) & set(campaign.exclude_segments)):
+            plan.skip(Stage.AUDIENCE_EXCLUDED, f"{campaign.id}:{','.join(excluded)}")
+            continue
+        if refusal := ledger.refusal(campaign, user, partition, now):
+            plan.skip(_BEFORE_PRICE[refusal.limit], f"{campaign.id}:{refusal.detail}")
+            continue
+        adm = creative.adm
+        if creative.native is not None and imp.native is not None:
+            adm = creative.native.markup(imp.native.request)
+        plan.candidates.append(Candidate(campaign, creative, floor_cpm(imp, creative), adm))
+    return plan
+
+
+# --- pricing and the response ---------------------------------------------------------------------
+
+
+def _bid_for(plan: Plan, imp_plan: ImpPlan, cand: Candidate, price: float) -> Bid:
+    request, imp, creative, campaign = plan.record.value, imp_plan.imp, cand.creative, cand.campaign
+    return Bid(
+        id=f"{request.id}:{imp.id}",
+        impid=imp.id,
+        price=price,
+        adm=cand.adm,
+        adid=creative.crid,
+        adomain=campaign.adomain,
+        bundle=campaign.bundle,
+        iurl=creative.iurl,
+        cid=campaign.id,
+        crid=creative.crid,
+        cattax=campaign.cattax if campaign.cattax != 1 else None,
+        cat=campaign.cat or None,
+        attr=creative.attr or None,
+        language=creative.language,
+        w=creative.w,
+        h=creative.h,
+        dur=creative.duration_s,
+        mtype=creative.mtype,
+    )
+
+
+def _decide(
+    plan: Plan,
+    items: Sequence[int],
+    scores: Sequence[float],
+    book: CampaignBook,
+    ledger: Ledger,
+    now: datetime,
+    notes: Sequence[str] = (),
+) -> BidResponse:
+    """Price every candidate and pick one per imp; charges go to `ledger` (a per-request view)."""
+    record, request = plan.record, plan.record.value
+    partition = record.meta.partition
+    reasons: list[str] = [FORMULA, f"history_items:{len(plan.profile.recent_items)}", *notes]
+    bids: dict[str, list[Bid]] = {}
+    best_seen: float | None = None
+    chosen: float | None = None
+    for imp_plan in plan.imps:
+        imp = imp_plan.imp
+        priced: list[tuple[float, Candidate, Propensity]] = []
+        for cand in imp_plan.candidates:
+            p = cand.campaign.propensity(items, scores, plan.profile.segments)
+            best_seen = max(best_seen or 0.0, p.value)
+            if p.value <= 0:
+                imp_plan.skip(Stage.NO_PROPENSITY, f"{cand.campaign.id}:no_product_in_top{len(items)}")
+                continue
+            priced.append((cand.campaign.price_cpm(p.value), cand, p))
+        priced.sort(key=lambda x: (-x[0], x[1].campaign.id))
+        won = False
+        for price, cand, p in priced:
+            c = cand.campaign
+            if won:
+                reasons.append(f"imp:{imp.id}:outbid:{c.id}:price={price:g}")
+                continue
+            if price < cand.floor:
+                imp_plan.skip(
+                    Stage.BELOW_FLOOR,
+                    f"{c.id}:price={price:g}<floor={cand.floor:g}:{c.price_formula(p.value)}",
+                )
+                continue
+            cost = cost_micros(price)
+            if refusal := ledger.refusal(c, plan.user, partition, now, cost):
+                imp_plan.skip(_AT_PRICE[refusal.limit], f"{c.id}:{refusal.detail}")
+                continue
+            ledger.charge(c, plan.user, partition, now, cost)
+            bids.setdefault(c.seat, []).append(_bid_for(plan, imp_plan, cand, price))
+            chosen = p.value if chosen is None else chosen
+            reasons += [
+                f"imp:{imp.id}:bid:campaign={c.id}:crid={cand.creative.crid}",
+                f"imp:{imp.id}:propensity:{p.explain()}",
+                f"imp:{imp.id}:price:{c.price_formula(p.value)}:floor={cand.floor:g}{imp.bidfloorcur}",
+            ]
+            won = True
+        reasons += [f"imp:{imp.id}:skip:{stage.label}:{what}" for stage, what in imp_plan.skips]
     if not bids:
-        return BidResponse(id=request.id, nbr=NoBidReason.BELOW_FLOOR, ext=ext)
-    return BidResponse(
-        id=request.id,
-        seatbid=[SeatBid(bid=bids, seat=SEAT)],
-        cur=request.cur[0] if request.cur else "USD",
-        bidid=ext.response_id,
-        ext=ext,
-    )
+        furthest = max((ip.furthest for ip in plan.imps), default=Stage.NO_ACTIVE_CAMPAIGN)
+        return _no_bid(record, furthest.nbr, [furthest.label, *reasons], best_seen)
+    seatbid = [SeatBid(bid=b, seat=seat) for seat, b in bids.items()]
+    ext = _ext(record, reasons, chosen)
+    return BidResponse(id=request.id, seatbid=seatbid, bidid=ext.response_id, cur=book.currency, ext=ext)
 
 
 async def handle_bids(
-    records: Sequence[Record[BidRequest]], ctx: Context, book: CampaignBook
+    records: Sequence[Record[BidRequest]],
+    ctx: Context,
+    book: CampaignBook,
+    state: MutableMapping[str, Any] | None = None,
 ) -> list[Outcome]:
+    """Answer every request. `state` holds spend, pacing and frequency (see `streams.pacing`);
+    without one, a per-process dict stands in (lost on restart, not shared between workers)."""
+    if state is None:
+        state = _process_state
     topic = ctx.settings.topics.ad_bids
+    ledger = Ledger(state, partitions=ctx.settings.partitions)
+    now = ctx.now()
     answers: dict[int, BidResponse] = {}
-    asking: list[tuple[int, list[int], float | None]] = []
-    now = time.time()
+    plans: list[Plan] = []
+    wall = time.time()
     for i, record in enumerate(records):
-        deadline = deadline_wall_s(record)
-        if deadline is not None and now >= deadline:
-            answers[i] = _no_bid(record, NoBidReason.INSUFFICIENT_AUCTION_TIME, "tmax_expired_before_scoring")
-            continue
         request = record.value
-        profile = load_profile(ctx, request.user.id) if request.user and request.user.id else None
-        if profile is None or not profile.recent_items:
-            answers[i] = _no_bid(record, NoBidReason.UNMATCHED_USER, "no_history_for_user")
+        deadline = deadline_wall_s(record)
+        if deadline is not None and wall >= deadline:
+            answers[i] = _no_bid(
+                record, NoBidReason.INSUFFICIENT_AUCTION_TIME, ["tmax_expired_before_scoring"]
+            )
             continue
-        asking.append((i, profile.recent_items, deadline))
-    if asking:
-        deadlines = [d for _, _, d in asking if d is not None]
-        mono_deadline = time.monotonic() + (min(deadlines) - time.time()) if deadlines else None
-        try:
-            recs = await ctx.models.recommend([h for _, h, _ in asking], deadline_s=mono_deadline)
-        except InferenceError as exc:
-            log.warning("recommender failed for %d bid requests: %s", len(asking), exc)
-            expired = deadlines and time.time() >= min(deadlines)
-            for i, _, _ in asking:
-                answers[i] = _no_bid(
-                    records[i],
-                    NoBidReason.INSUFFICIENT_AUCTION_TIME if expired else NoBidReason.TECHNICAL_ERROR,
-                    f"model_unavailable:{exc.status}",
-                )
-        else:
-            after = time.time()
-            for row, (i, _, deadline) in enumerate(asking):
-                if deadline is not None and after >= deadline:
-                    answers[i] = _no_bid(
-                        records[i], NoBidReason.INSUFFICIENT_AUCTION_TIME, "tmax_expired_while_scoring"
-                    )
-                else:
-                    answers[i] = _bid(records[i], book, float(recs.scores[row][0]), int(recs.items[row][0]))
+        if refusal := _request_refusal(request, book):
+            answers[i] = _no_bid(record, refusal[0], [refusal[1]])
+            continue
+        user = request.key
+        profile = load_profile(ctx, user)
+        if not profile.recent_items:
+            answers[i] = _no_bid(record, NoBidReason.UNMATCHED_USER, ["no_history_for_user"])
+            continue
+        imps = [
+            _plan_imp(imp, request, book, profile, ledger, user, partition=record.meta.partition, now=now)
+            for imp in request.imp
+        ]
+        if not any(ip.candidates for ip in imps):
+            furthest = max(ip.furthest for ip in imps)
+            skips = [f"imp:{ip.imp.id}:skip:{s.label}:{w}" for ip in imps for s, w in ip.skips]
+            answers[i] = _no_bid(record, furthest.nbr, [furthest.label, *skips])
+            continue
+        plans.append(Plan(i, record, user, profile, imps, deadline))
+    if plans:
+        await _score(plans, ctx, book, ledger, now, answers)
+    for record in records:
+        ledger.advance(record.meta.topic, record.meta.partition, record.meta.offset)
+    ledger.commit()
     return [Output.of(topic, records[i].value.key, answers[i]) for i in range(len(records))]
+
+
+async def _score(
+    plans: list[Plan],
+    ctx: Context,
+    book: CampaignBook,
+    ledger: Ledger,
+    now: datetime,
+    answers: dict[int, BidResponse],
+) -> None:
+    deadlines = [p.deadline for p in plans if p.deadline is not None]
+    mono_deadline = time.monotonic() + (min(deadlines) - time.time()) if deadlines else None
+    try:
+        recs: Recommendations = await ctx.models.recommend(
+            [p.profile.recent_items for p in plans], deadline_s=mono_deadline
+        )
+    except InferenceError as exc:
+        log.warning("recommender failed for %d bid requests: %s", len(plans), exc)
+        expired = bool(deadlines) and time.time() >= min(deadlines)
+        for p in plans:
+            nbr = NoBidReason.INSUFFICIENT_AUCTION_TIME if expired else NoBidReason.TECHNICAL_ERROR
+            answers[p.index] = _no_bid(p.record, nbr, [f"model_unavailable:{exc.status}"])
+        return
+    after = time.time()
+    for row, p in enumerate(plans):
+        if p.deadline is not None and after >= p.deadline:
+            answers[p.index] = _no_bid(
+                p.record, NoBidReason.INSUFFICIENT_AUCTION_TIME, ["tmax_expired_while_scoring"]
+            )
+            continue
+        meta = p.record.meta
+        notes = []
+        if p.record.value.test == 1:
+            notes.append("test_mode:not_charged")  # test auctions are not billable
+        if meta.offset <= ledger.watermark(meta.topic, meta.partition):
+            notes.append("replay:already_charged")
+        view = ledger.child()
+        items = [int(x) for x in recs.items[row]]
+        scores = [float(x) for x in recs.scores[row]]
+        answers[p.index] = _decide(p, items, scores, book, view, now, notes)
+        if not notes:
+            view.commit()  # into the batch's ledger: later requests of the batch see these charges

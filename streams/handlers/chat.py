@@ -6,10 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streams.dlq import dead_letter
 from streams.errors import BadInput, Reason
-from streams.handlers.common import Context, Outcome, Output, Record, per_item
-from streams.inference import TextScores
+from streams.handlers.common import Context, Outcome, Output, Record, score_texts
 from streams.replies import decide, sentiment_of
 from streams.schemas import ChatMessage, CsReply
 
@@ -19,34 +17,17 @@ def check_text(text: str, limit: int) -> None:
         raise BadInput(Reason.OVERSIZED, f"text is {len(text)} characters, limit {limit}")
 
 
-def _row(scores: TextScores, i: int) -> tuple[float, np.ndarray, np.ndarray]:
-    return float(scores.p_positive[i]), scores.intent_probs[i], scores.embedding[i]
-
-
 async def handle_chat(records: Sequence[Record[ChatMessage]], ctx: Context) -> list[Outcome]:
     topics = ctx.settings.topics
-    results = await per_item(
-        [r.value.text for r in records], lambda texts: ctx.models.score_texts(texts), _row
-    )
+    scored, out = await score_texts(records, ctx)
     reply_embeddings = await ctx.replies.embeddings(ctx.models)
-    out: list[Outcome] = []
-    for record, result in zip(records, results, strict=True):
-        if isinstance(result, BadInput):
-            out.append(
-                dead_letter(
-                    record.meta,
-                    record.raw,
-                    result,
-                    stage="inference",
-                    dlq_topic=topics.dlq(record.meta.topic),
-                )
-            )
-            continue
-        p_positive, intent_probs, embedding = result
-        best = int(np.argmax(intent_probs))
-        intent, confidence = ctx.labels.intents[best], float(intent_probs[best])
-        sentiment = sentiment_of(p_positive, ctx.neutral_band)
-        decision = decide(intent, confidence, sentiment, embedding, ctx.replies.catalogue, reply_embeddings)
+    for record, row in scored:
+        best = int(np.argmax(row.intent_probs))
+        intent, confidence = ctx.labels.intents[best], float(row.intent_probs[best])
+        sentiment = sentiment_of(row.p_positive, ctx.neutral_band)
+        decision = decide(
+            intent, confidence, sentiment, row.embedding, ctx.replies.catalogue, reply_embeddings
+        )
         msg = record.value
         reply = CsReply(
             reply_id=f"reply:{record.source.record_id}",

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+import numpy as np
 from pydantic import BaseModel
 
-from streams.dlq import DeadLetter, RecordMeta
+from streams.dlq import DeadLetter, RecordMeta, dead_letter
 from streams.errors import BadInput, Reason, RejectedInference
 from streams.inference import Recommendations, TextScores
 from streams.labels import TextLabels
@@ -73,6 +74,37 @@ class Context:
     def neutral_band(self) -> tuple[float, float]:
         """The settings' band when set, else the one calibrated with the model."""
         return self.settings.neutral_band or self.labels.neutral_band
+
+
+@dataclass(frozen=True)
+class TextRow:
+    """One text's share of an encoder pass."""
+
+    p_positive: float
+    intent_probs: np.ndarray
+    embedding: np.ndarray
+
+
+def _text_row(scores: TextScores, i: int) -> TextRow:
+    return TextRow(float(scores.p_positive[i]), scores.intent_probs[i], scores.embedding[i])
+
+
+async def score_texts(
+    records: Sequence[Record[Any]], ctx: Context
+) -> tuple[list[tuple[Record[Any], TextRow]], list[Outcome]]:
+    """One encoder pass over the records' `text`; a record the server rejects becomes a dead letter."""
+    results = await per_item(
+        [r.value.text for r in records], lambda texts: ctx.models.score_texts(texts), _text_row
+    )
+    scored: list[tuple[Record[Any], TextRow]] = []
+    dead: list[Outcome] = []
+    for record, result in zip(records, results, strict=True):
+        if isinstance(result, BadInput):
+            dlq = ctx.settings.topics.dlq(record.meta.topic)
+            dead.append(dead_letter(record.meta, record.raw, result, stage="inference", dlq_topic=dlq))
+        else:
+            scored.append((record, result))
+    return scored, dead
 
 
 async def per_item(

@@ -12,10 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from streams.dlq import dead_letter
-from streams.errors import BadInput, RejectedInference
-from streams.handlers.chat import _row as text_row
-from streams.handlers.common import Context, Outcome, Output, Record, per_item
+from streams.errors import RejectedInference
+from streams.handlers.common import Context, Outcome, Output, Record, score_texts
 from streams.inference import Recommendations
 from streams.profile import Profile
 from streams.replies import sentiment_of
@@ -108,23 +106,11 @@ async def handle_clicks(records: Sequence[Record[ClickEvent]], ctx: Context) -> 
 
 
 async def handle_social(records: Sequence[Record[SocialPost]], ctx: Context) -> list[Outcome]:
-    results = await per_item([r.value.text for r in records], lambda t: ctx.models.score_texts(t), text_row)
-    out: list[Outcome] = []
+    scored_posts, out = await score_texts(records, ctx)
     pending: list[_Pending] = []
-    for record, result in zip(records, results, strict=True):
-        if isinstance(result, BadInput):
-            out.append(
-                dead_letter(
-                    record.meta,
-                    record.raw,
-                    result,
-                    stage="inference",
-                    dlq_topic=ctx.settings.topics.dlq(record.meta.topic),
-                )
-            )
-            continue
+    for record, row in scored_posts:
         post = record.value
-        p_positive = result[0]
+        p_positive = row.p_positive
         scored = ScoredPost(
             post_id=post.post_id,
             brand=post.brand,

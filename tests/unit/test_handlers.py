@@ -238,8 +238,10 @@ async def test_server_rejection_costs_only_the_rejected_record() -> None:
     raws = [factory.chat(text=t).value for t in ("fine", "poison", "also fine")]
     ctx = make_ctx(FakeModels(reject={"poison"}))
     outcomes = await handle_chat(records(raws, ChatMessage, "chat"), ctx)
-    assert [type(o).__name__ for o in outcomes] == ["Output", "DeadLetter", "Output"]
-    assert dict(outcomes[1].headers)[HEADER_REASON] == b"inference_rejected"  # type: ignore[union-attr]
+    [dead] = [o for o in outcomes if isinstance(o, DeadLetter)]
+    assert dead.value == raws[1] and dict(dead.headers)[HEADER_REASON] == b"inference_rejected"
+    replies = outputs_of(outcomes, CsReply)
+    assert [r.source.offset for r in replies] == [0, 2]  # the neighbours were answered
 
 
 async def test_dead_letters_keep_the_record_but_not_its_pii() -> None:

@@ -26,7 +26,7 @@ class _FastPollProducer:
         served = self.pending[:1]
         self.pending = self.pending[1:]
         for cb, topic in served:
-            cb(None, type("M", (), {"topic": staticmethod(lambda: topic)})())
+            cb(None, type("M", (), {"topic": staticmethod(lambda t=topic: t)})())
         return len(served)
 
     def flush(self, timeout: float) -> int:

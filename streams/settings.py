@@ -29,7 +29,11 @@ def default_tokenizer_path() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MS_", env_file=".env", extra="ignore", frozen=True)
+    # hide_input_in_errors: a validation error would otherwise print every input value, the
+    # SASL password included (SecretStr masks it only once it is a field value).
+    model_config = SettingsConfigDict(
+        env_prefix="MS_", env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # --- application -------------------------------------------------------------------------
     app_id: str = "marketing-scorer"
@@ -51,6 +55,17 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
     commit_interval_s: float = Field(default=1.0, gt=0)
+    kafka_session_timeout_s: float = Field(
+        default=20.0,
+        ge=6.0,  # the broker's group.min.session.timeout.ms
+        description="A worker that stops heartbeating (killed, frozen) loses its partitions after this long.",
+    )
+    liveness_stall_s: float = Field(
+        default=180.0,
+        gt=0,
+        description="Exit loudly (code 70) when an assigned partition has input waiting but neither "
+        "fetching nor processing has moved for this long. Must exceed triton_retry_max_s.",
+    )
 
     # --- Triton --------------------------------------------------------------------------------
     triton_grpc_url: str = "127.0.0.1:8001"
@@ -67,6 +82,12 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=65_536, ge=1024, description="Larger records are dead-lettered.")
     max_text_chars: int = Field(
         default=2_000, ge=1, description="Longer chat/social texts are dead-lettered."
+    )
+    max_event_skew_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Events timestamped further ahead of the worker's clock are dead-lettered: "
+        "one far-future post would hold its brand's window open, and a profile's clock, until then.",
     )
     max_seq_len: int = Field(default=128, ge=8, le=512)
     tokenizer_path: Path = Field(default_factory=default_tokenizer_path)
@@ -97,6 +118,11 @@ class Settings(BaseSettings):
             self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
         ):
             raise ValueError("SASL needs kafka_sasl_mechanism, kafka_sasl_username and kafka_sasl_password")
+        if self.liveness_stall_s <= self.triton_retry_max_s:
+            raise ValueError(
+                f"liveness_stall_s ({self.liveness_stall_s:g}) must exceed triton_retry_max_s "
+                f"({self.triton_retry_max_s:g}): a batch retrying an unavailable Triton is not a stall"
+            )
         return self
 
     @cached_property
@@ -115,7 +141,7 @@ class Settings(BaseSettings):
             "bootstrap.servers": self.kafka_bootstrap,
             "security.protocol": self.kafka_security_protocol,
         }
-        if self.kafka_sasl_mechanism:
+        if self.kafka_security_protocol.startswith("SASL"):  # as in faust_broker_kwargs
             conf["sasl.mechanism"] = self.kafka_sasl_mechanism
             conf["sasl.username"] = self.kafka_sasl_username
             assert self.kafka_sasl_password is not None  # guaranteed by _check

@@ -53,3 +53,43 @@ def test_settings_survive_the_trip_to_a_child_process(monkeypatch: pytest.Monkey
     for key, value in settings_env(original).items():
         monkeypatch.setenv(key, value)
     assert Settings() == original
+
+
+SASL = {
+    "kafka_security_protocol": "SASL_PLAINTEXT",
+    "kafka_sasl_mechanism": "PLAIN",
+    "kafka_sasl_username": "scorer",
+    "kafka_sasl_password": "hunter2-secret",
+}
+
+
+def test_the_password_stays_out_of_repr_str_json_and_validation_errors() -> None:
+    s = Settings(**SASL)  # type: ignore[arg-type]
+    shown = [
+        repr(s),
+        str(s),
+        s.model_dump_json(),
+        str(s.model_dump()),
+        repr(s.faust_broker_kwargs()["broker_credentials"]),
+    ]
+    assert not [text for text in shown if "hunter2-secret" in text]
+    # pydantic prints every input of a failed model by default, the password among them
+    with pytest.raises(ValidationError) as info:
+        Settings(**SASL, partitions=0)  # type: ignore[arg-type]
+    assert "partitions" in str(info.value) and "hunter2-secret" not in str(info.value)
+
+
+@pytest.mark.parametrize("missing", ["kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password"])
+def test_sasl_without_a_credential_is_a_clear_error(missing: str) -> None:
+    values = {k: v for k, v in SASL.items() if k != missing}
+    with pytest.raises(ValidationError, match="SASL needs kafka_sasl_mechanism, kafka_sasl_username") as info:
+        Settings(**values)  # type: ignore[arg-type]
+    assert "hunter2-secret" not in str(info.value)
+
+
+def test_sasl_keys_only_with_a_sasl_protocol() -> None:
+    """librdkafka and Faust must agree: a mechanism set next to PLAINTEXT configures no SASL."""
+    conf = Settings(kafka_sasl_mechanism="PLAIN", kafka_sasl_username="scorer").confluent_config()
+    assert conf["security.protocol"] == "PLAINTEXT" and not any(k.startswith("sasl.") for k in conf)
+    tls = Settings(**{**SASL, "kafka_security_protocol": "SASL_SSL"}).confluent_config()  # type: ignore[arg-type]
+    assert tls["security.protocol"] == "SASL_SSL" and tls["sasl.username"] == "scorer"

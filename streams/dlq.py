@@ -1,9 +1,20 @@
 """Dead letters: the original bytes of a record that could not be processed, and why.
 
 A dead letter keeps the original key and value and says where it came from and why in headers,
-so it can be inspected and replayed onto its source topic after a fix. The one change made to
-the value is PII redaction (e-mails, phone and card numbers, see `streams.pii`): PII never
-leaves in clear, not even in a dead letter. `x-dlq-redacted` says what was replaced.
+so it can be inspected and replayed onto its source topic after a fix. Two changes can be made:
+
+- PII redaction (e-mails, phone and card numbers, see `streams.pii`) of the value, the key and
+  the copied headers: PII never leaves in clear, not even in a dead letter. `x-dlq-redacted`
+  says what was replaced.
+- Size bounds. A dead letter is the original record plus our headers, so a record close to the
+  worker producer's limit (1,000,000 bytes, Faust's `producer_max_request_size`) or the broker's
+  would not fit, and a dead letter that cannot be sent stops the worker. A value over
+  `MAX_VALUE_BYTES` is cut to that length (`x-dlq-truncated` gives its original length), a key
+  over `MAX_KEY_BYTES` likewise (`x-dlq-key-truncated`), and the record's own headers are kept
+  up to `MAX_COPIED_HEADER_BYTES` (`x-dlq-headers-dropped` counts the rest). A value of up to
+  768 KiB, far above the default `max_message_bytes` (64 KiB), is kept whole.
+
+Headers named `x-dlq-*` on the input (a replayed dead letter) are replaced by ours, not doubled.
 """
 
 from __future__ import annotations
@@ -22,7 +33,15 @@ HEADER_PARTITION = "x-dlq-partition"
 HEADER_OFFSET = "x-dlq-offset"
 HEADER_STAGE = "x-dlq-stage"
 HEADER_REDACTED = "x-dlq-redacted"
+HEADER_TRUNCATED = "x-dlq-truncated"
+HEADER_KEY_TRUNCATED = "x-dlq-key-truncated"
+HEADER_HEADERS_DROPPED = "x-dlq-headers-dropped"
+HEADER_PREFIX = "x-dlq-"
 MAX_ERROR_CHARS = 512
+# Together with our own headers (under 1 KiB) these keep a dead letter under 900,000 bytes.
+MAX_VALUE_BYTES = 768 * 1024
+MAX_KEY_BYTES = 16 * 1024
+MAX_COPIED_HEADER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -49,18 +68,50 @@ def dead_letter(
     meta: RecordMeta, value: bytes | None, error: BadInput, *, stage: str, dlq_topic: str
 ) -> DeadLetter:
     found: Counter[str] = Counter()
+
+    def clean(raw: bytes) -> bytes:
+        out, seen = redact_bytes(raw)
+        found.update(seen)
+        return out
+
+    notes: list[tuple[str, bytes]] = []
     if value is not None:
-        value, found = redact_bytes(value)
+        original = len(value)
+        value = clean(value)
+        if len(value) > MAX_VALUE_BYTES:
+            value = value[:MAX_VALUE_BYTES]
+            notes.append((HEADER_TRUNCATED, str(original).encode()))
+    key = meta.key
+    if key is not None:
+        original = len(key)
+        key = clean(key)
+        if len(key) > MAX_KEY_BYTES:
+            key = key[:MAX_KEY_BYTES]
+            notes.append((HEADER_KEY_TRUNCATED, str(original).encode()))
+    copied: list[tuple[str, bytes]] = []
+    size = dropped = 0
+    for name, data in meta.headers:
+        if name.startswith(HEADER_PREFIX):
+            continue
+        name_bytes = clean(name.encode("utf-8", errors="replace"))
+        size += len(name_bytes) + len(data)
+        if size > MAX_COPIED_HEADER_BYTES:
+            dropped += 1
+            continue
+        copied.append((name_bytes.decode("utf-8", errors="replace"), clean(data)))
+    if dropped:
+        notes.append((HEADER_HEADERS_DROPPED, str(dropped).encode()))
     detail, _ = redact_bytes(error.detail[:MAX_ERROR_CHARS].encode("utf-8", errors="replace"))
     headers = [
-        *meta.headers,
+        *copied,
         (HEADER_REASON, error.reason.value.encode()),
         (HEADER_ERROR, detail),
         (HEADER_TOPIC, meta.topic.encode()),
         (HEADER_PARTITION, str(meta.partition).encode()),
         (HEADER_OFFSET, str(meta.offset).encode()),
         (HEADER_STAGE, stage.encode()),
+        *notes,
     ]
     if found:
         headers.append((HEADER_REDACTED, ",".join(f"{k}={n}" for k, n in sorted(found.items())).encode()))
-    return DeadLetter(topic=dlq_topic, key=meta.key, value=value, headers=headers)
+    return DeadLetter(topic=dlq_topic, key=key, value=value, headers=headers)

@@ -20,6 +20,7 @@ class Reason(StrEnum):
     SCHEMA = "schema_invalid"
     UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
     OVERSIZED = "oversized"
+    FUTURE_EVENT_TIME = "future_event_time"
     INFERENCE_REJECTED = "inference_rejected"
     PROCESSING_ERROR = "processing_error"
 
@@ -41,6 +42,10 @@ class BadInput(ScorerError):
 
 class ConfigError(ScorerError):
     """Settings or model metadata that do not fit together; raised at start-up, never per message."""
+
+
+class WorkerStalled(ScorerError):
+    """Input is waiting on a partition the worker owns, and nothing has moved for too long."""
 
 
 class InferenceError(ScorerError):

@@ -12,7 +12,13 @@ import re
 from collections import Counter
 from collections.abc import Callable
 
-EMAIL = re.compile(rb"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+# local@domain. The local part starts where a run of its characters starts (the lookbehind): a
+# match further into the run would start at the run's beginning anyway, and without it every
+# position of a long run of letters or digits rescans the rest of the run, which is quadratic:
+# 1 MB of "aaa..." took minutes, blocking the worker while it dead-lettered an oversized record.
+# No top-level domain is required: a truncated record that ends in "jane.doe@example.c" still
+# holds an address.
+EMAIL = re.compile(rb"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*")
 # 13-19 digits, optionally grouped by single spaces or dashes (4-4-4-4, 4-6-5, ...)
 CARD = re.compile(rb"(?<![\d])(?:\d[ \-]?){12,18}\d(?![\d])")
 # + or (, then digits with separators; 9-15 digits in all (checked in _phone)

@@ -1,5 +1,13 @@
 """Decode, route and isolate failures for one batch of one input topic. Kafka-free: the agents
-hand in (metadata, bytes) pairs and send whatever comes back."""
+hand in (metadata, bytes) pairs and send whatever comes back.
+
+The checks on a record, cheapest first, each a dead letter with its reason when it fails:
+1. its size in bytes (`max_message_bytes`), before any parsing: a 1 MB record is never parsed;
+2. UTF-8, JSON, a JSON object, `schema_version`, the schema (`streams.serde.decode`);
+3. the length of its text (`max_text_chars`), before the tokenizer sees it;
+4. its event time, at most `max_event_skew_s` ahead of the worker's clock.
+Texts that pass are cut to the model's `max_seq_len` tokens by the tokenizer (`streams.text`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
@@ -30,6 +39,16 @@ class Route:
     model: type[BaseModel]
     handler: Handler
     text_field: str | None = None  # size-checked before it reaches the tokenizer
+    time_field: str | None = None  # event time, checked against the worker's clock
+
+
+def check_event_time(ts: datetime, now: datetime, max_skew_s: float) -> None:
+    ahead = (ts - now).total_seconds()
+    if ahead > max_skew_s:
+        raise BadInput(
+            Reason.FUTURE_EVENT_TIME,
+            f"event time is {ahead:.0f}s ahead of the worker's clock, limit {max_skew_s:.0f}s",
+        )
 
 
 def where(meta: RecordMeta) -> str:
@@ -42,11 +61,14 @@ async def process(
     out: list[Outcome] = []
     good: list[Record] = []
     settings = ctx.settings
+    now = datetime.now(UTC)  # the wall clock, not ctx.now: this is about the producers' clocks
     for meta, raw in batch:
         try:
             value = decode(raw, route.model, max_bytes=settings.max_message_bytes)
             if route.text_field is not None:
                 check_text(getattr(value, route.text_field), settings.max_text_chars)
+            if route.time_field is not None:
+                check_event_time(getattr(value, route.time_field), now, settings.max_event_skew_s)
         except BadInput as exc:
             log.warning("%s dead-lettered: %s", where(meta), exc.reason.value)
             out.append(dead_letter(meta, raw, exc, stage="decode", dlq_topic=settings.topics.dlq(meta.topic)))

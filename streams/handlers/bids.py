@@ -37,6 +37,7 @@ A request, step by step (each refusal is a no-bid with the `nbr` in brackets):
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ from streams.schemas import BidRequest, BidResponse
 from streams.schemas.bids import Bid, Imp, NoBidReason, ResponseExt, SeatBid
 
 log = logging.getLogger("streams.handlers.bids")
+# Request values echoed in reasons must not carry what the request smuggled in (scripts, PII).
+_CURRENCY = re.compile(r"[A-Z]{3}")
 
 SAFETY_MS = 5.0  # answer at least this long before tmax: the response still has to reach the exchange
 FORMULA = (
@@ -185,7 +188,9 @@ def _no_bid(
 
 def _request_refusal(request: BidRequest, book: CampaignBook) -> tuple[NoBidReason, str] | None:
     if book.currency not in request.currencies:
-        return NoBidReason.CURRENCY_NOT_SUPPORTED, f"currency_not_allowed:{','.join(request.currencies)}"
+        return NoBidReason.CURRENCY_NOT_SUPPORTED, "currency_not_allowed:" + ",".join(
+            c if _CURRENCY.fullmatch(c) else "?" for c in request.currencies
+        )
     if request.regs is not None and request.regs.coppa == 1:
         return NoBidReason.PRIVACY_RESTRICTED, "coppa_applies:no_behavioural_targeting"
     if request.gdpr == 1 and not request.consent:

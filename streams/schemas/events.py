@@ -5,9 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
-from streams.schemas.common import Id, InputModel
+from streams.schemas.common import EventTime, Id, InputModel
 
 Text = Annotated[str, StringConstraints(min_length=1)]
 
@@ -33,9 +33,11 @@ class ClickEvent(InputModel):
     event_id: Id
     user_id: Id
     session_id: Id
-    ts: AwareDatetime
+    ts: EventTime
     type: ClickType
-    product_id: int | None = Field(default=None, gt=0)
+    # int64, as the recommender takes it: a larger id passed validation, was stored in the user's
+    # profile, and then failed every later recommender call for that user (an OverflowError).
+    product_id: int | None = Field(default=None, gt=0, le=2**63 - 1)
     category: str | None = Field(default=None, max_length=64)
     price: float | None = Field(default=None, ge=0, le=1_000_000)
     quantity: int = Field(default=1, ge=1, le=1000)
@@ -58,13 +60,14 @@ class ChatMessage(InputModel):
     message_id: Id
     conversation_id: Id
     user_id: Id
-    ts: AwareDatetime
+    ts: EventTime
     text: Text
     channel: str = Field(default="web", max_length=32)
 
     @property
     def key(self) -> str:
-        return self.conversation_id
+        """The user: their profile (reply context) lives in the same partition."""
+        return self.user_id
 
 
 class SocialPost(InputModel):
@@ -74,7 +77,7 @@ class SocialPost(InputModel):
     user_id: Id
     brand: Id
     platform: str = Field(default="unknown", max_length=32)
-    ts: AwareDatetime
+    ts: EventTime
     text: Text
 
     @property

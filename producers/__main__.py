@@ -8,6 +8,7 @@ import sys
 
 from rich.console import Console
 
+from producers.corpus import BUILTIN, held_out
 from producers.events import MIX, EventFactory, bad_records
 from producers.kafka import produce
 from streams.settings import Settings
@@ -21,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--bad", action="store_true", help="also send one of each kind of bad record per topic"
     )
+    parser.add_argument(
+        "--texts",
+        choices=("held-out", "builtin"),
+        default="held-out",
+        help="chat/social text: the models' held-out test splits (default) or a few built-in phrases",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -30,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown topics {sorted(unknown)}; choose from {list(MIX)}")
     settings = Settings()
-    factory = EventFactory(args.seed)
+    factory = EventFactory(args.seed, texts=held_out() if args.texts == "held-out" else BUILTIN)
     stream = factory.stream(topics)
     records = [next(stream) for _ in range(args.count)]
     if args.bad:

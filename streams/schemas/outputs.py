@@ -61,6 +61,9 @@ class CsReply(OutputModel):
     catalogue_reply_id: str | None = Field(default=None, description="Which catalogue reply was sent.")
     reply_text: str | None = None
     handoff_queue: str | None = None
+    customer_segments: list[str] = Field(
+        default_factory=list, description="The user's segments when the message was answered (context)."
+    )
     reasons: list[str]
     source: SourceRef
     ts: AwareDatetime
@@ -91,7 +94,9 @@ class BrandWindow(OutputModel):
     mean_p_positive: float = Field(ge=0, le=1)
     share_negative: float = Field(ge=0, le=1)
     late_posts: int = Field(ge=0, description="Posts that arrived after their own window had closed.")
-    baseline_share_negative: float | None
+    baseline_share_negative: float | None = Field(
+        default=None, description="Absent until the brand has enough closed windows for a baseline."
+    )
     reasons: list[str]
 
 

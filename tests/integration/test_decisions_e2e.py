@@ -3,6 +3,7 @@ angry customers, expired auctions, and no PII in any topic the worker writes."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -11,7 +12,10 @@ import pytest
 from producers.events import EventFactory, Produced
 from producers.kafka import produce
 from stack.observe import TopicReader, wait_caught_up
-from streams.schemas import BidResponse, CsReply, SegmentUpdate
+from streams.campaigns import load_campaigns
+from streams.inference import TritonModels
+from streams.schemas import BidResponse, BrandAlert, BrandWindow, CsReply, SegmentUpdate
+from streams.text import TextTokenizer
 from tests.integration.conftest import Scorer
 
 pytestmark = pytest.mark.integration
@@ -99,3 +103,112 @@ def test_cart_abandoner_refund_handoff_expired_bid_and_no_pii(scorer: Scorer) ->
         blob = (record.value or b"") + b"".join(record.headers.values()) + (record.key or b"")
         for secret in PII:
             assert secret not in blob, (record.topic, secret)
+
+
+# Real Instacart product ids (the sample's most bought), bought again and again by one user.
+STAPLES = (24852, 13176, 21137, 21903, 47209)
+
+
+def test_a_known_buyer_gets_a_bid_priced_by_the_formula(scorer: Scorer) -> None:
+    """The price in the response is the formula applied to what the real recommender says about
+    the user's history and to the user's segments, recomputed here through the same Triton."""
+    settings, topics = scorer.settings, scorer.settings.topics
+    t0 = datetime.now(UTC) - timedelta(days=3)
+    history: list[int] = []
+    clicks = []
+    for day in range(3):
+        for i, pid in enumerate(STAPLES):
+            at = t0 + timedelta(days=day, minutes=i)
+            for kind in ("product_view", "add_to_cart", "purchase"):
+                clicks.append(click("u-loyal", kind, at, product_id=pid, category="produce", price=2.0))
+                history.append(pid)
+    run(scorer, clicks)  # the profile first: topics are consumed independently
+    request = EventFactory(seed=5).bid_request(user_id="u-loyal", tmax=5000, floor=0.01)
+    reader = run(scorer, [request])
+
+    [response] = [
+        BidResponse.model_validate(orjson.loads(r.value or b"")) for r in reader.by_topic(topics.ad_bids)
+    ]
+    assert response.seatbid, response.ext
+    [bid] = response.seatbid[0].bid
+    [won] = [r for r in response.ext.reasons if r.startswith("imp:1:bid:campaign=")]
+    campaign = next(c for c in load_campaigns().campaigns if c.id == won.split("=")[1].split(":")[0])
+    segments = [
+        SegmentUpdate.model_validate(orjson.loads(r.value or b""))
+        for r in reader.by_topic(topics.segment_updates)
+    ]
+    current = [u for u in segments if u.user_id == "u-loyal"][-1].segments
+
+    async def recommend() -> tuple[list[int], list[float]]:
+        models = TritonModels(settings, TextTokenizer(settings.tokenizer_path, settings.max_seq_len))
+        try:
+            recs = await models.recommend([history[-settings.recent_items :]])
+        finally:
+            await models.close()
+        return [int(i) for i in recs.items[0]], [float(s) for s in recs.scores[0]]
+
+    items, scores = asyncio.run(recommend())
+    expected = campaign.propensity(items, scores, current)
+    assert response.ext.propensity == pytest.approx(expected.value, abs=1e-6)
+    assert bid.price == campaign.price_cpm(expected.value)
+    assert bid.price == round(
+        min(campaign.max_cpm, expected.value * campaign.value_per_conversion * 1000 * campaign.shade), 4
+    )
+    assert any(r.startswith(f"imp:1:price:min({campaign.max_cpm:g},") for r in response.ext.reasons)
+
+
+def post(brand: str, text: str, at: datetime, n: int) -> Produced:
+    body = {
+        "schema_version": 1,
+        "post_id": f"{brand}-{n}",
+        "user_id": f"fan{n % 7}",
+        "brand": brand,
+        "ts": at.isoformat(),
+        "text": text,
+    }
+    return Produced("social", brand.encode(), orjson.dumps(body))  # keyed by brand: in order
+
+
+PRAISE = (
+    "I love {b}, great quality and super fast delivery!",
+    "{b} never disappoints, the best shop around.",
+    "Really happy with my {b} order, wonderful service.",
+    "Fantastic value from {b}, highly recommend them.",
+    "{b} customer support was brilliant and friendly.",
+)
+ANGER = (
+    "{b} is awful. Terrible quality and rude staff, never again.",
+    "Worst order ever from {b}, broken and late. Disgusting service.",
+    "{b} ruined my weekend, a horrible, useless company.",
+    "Avoid {b}: dreadful products and they ignore complaints.",
+    "Completely disappointed with {b}, a total waste of money.",
+)
+
+
+def test_a_brand_spike_raises_one_alert(scorer: Scorer) -> None:
+    """Three calm windows (one complaint in six posts), then a window of complaints only."""
+    settings, topics = scorer.settings, scorer.settings.topics
+    size = settings.brand_window_s
+    start = (int(datetime.now(UTC).timestamp()) // size - 8) * size
+    posts, n = [], 0
+    calm, spike, closer = [ANGER[0], *PRAISE], [*ANGER, ANGER[1]], [PRAISE[0]]
+    for window, texts in enumerate([calm, calm, calm, spike, closer]):
+        for i, text in enumerate(texts):
+            at = datetime.fromtimestamp(start + window * size + i * size / (len(texts) + 1), UTC)
+            posts.append(post("spikebrand", text.format(b="spikebrand"), at, n))
+            n += 1
+    reader = run(scorer, posts)
+
+    windows = [
+        BrandWindow.model_validate(orjson.loads(r.value or b""))
+        for r in reader.by_topic(topics.brand_sentiment)
+    ]
+    assert [w.volume for w in windows][:4] == [6, 6, 6, 6], windows
+    alerts = [
+        BrandAlert.model_validate(orjson.loads(r.value or b"")) for r in reader.by_topic(topics.brand_alerts)
+    ]
+    assert len(alerts) == 1, (alerts, windows)
+    [alert] = alerts
+    assert int(alert.window_start.timestamp()) == start + 3 * size
+    assert alert.share_negative >= 0.8 and alert.baseline_share_negative <= 0.35, alert
+    assert any(r.startswith("spike:") for r in alert.reasons)

@@ -117,6 +117,29 @@ async def test_chat_replies_once_per_message_and_never_echoes_text() -> None:
     assert [r.reply_id for r in replies] == [f"reply:chat/0/{i}" for i in range(3)]
 
 
+async def test_chat_replies_use_the_users_profile_as_context() -> None:
+    factory = EventFactory(seed=3)
+    texts = ("hi again", "what is happening with order 55123", "meh, this is not great")
+    msgs = [factory.chat(text=t, user_id="u7").value for t in texts]
+    labels = load_labels()
+    models = FakeModels(
+        intents={
+            t: labels.intents.index(i)
+            for t, i in zip(texts, ("greeting", "order_status", "complaint"), strict=True)
+        }
+    )
+    models.p_positive = {"meh, this is not great": 0.2}
+    ctx = make_ctx(models)
+    ctx.profiles["u7"] = {"last_purchase": "2026-11-20T09:00:00+00:00", "segments": ["churn_risk"]}
+    replies = outputs_of(await handle_chat(records(msgs, ChatMessage, "chat"), ctx), CsReply)
+    assert all(r.customer_segments == ["churn_risk"] for r in replies)
+    greeting, status, unhappy = replies
+    assert "context:last_order_date,segments" in greeting.reasons
+    assert "context:last_order_date,order_id,segments" in status.reasons
+    assert "{" not in (greeting.reply_text or "") + (status.reply_text or "")  # placeholders filled
+    assert (unhappy.action, unhappy.handoff_queue) == ("handoff", "retention")
+
+
 async def test_segments_emit_only_on_change_with_increasing_versions() -> None:
     factory = EventFactory(seed=4)
     session = factory.session("42", [11, 12])

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from faust.types import EventT, StreamT, TableT
 
 from streams.campaigns import load_campaigns
 from streams.dlq import DeadLetter, RecordMeta
+from streams.errors import WorkerStalled
 from streams.handlers.bids import handle_bids
 from streams.handlers.chat import handle_chat
 from streams.handlers.common import Context, Outcome, Output
@@ -31,6 +33,8 @@ from streams.handlers.segments import handle_clicks, handle_social
 from streams.handlers.trends import flush_quiet_brands, handle_brand_posts
 from streams.inference import TritonModels
 from streams.labels import load_labels
+from streams.liveness import LivenessCheck
+from streams.logsafe import hide_sasl_secrets
 from streams.pacing import partition_of
 from streams.pii import redact
 from streams.pipeline import Route, process
@@ -43,6 +47,7 @@ log = logging.getLogger("streams.app")
 
 STATS_EVERY_S = 10.0
 BRAND_FLUSH_EVERY_S = 5.0
+LIVENESS_EVERY_S = 5.0
 
 
 class StrKeyed(MutableMapping[str, Any]):
@@ -122,10 +127,20 @@ class Health:
 
 
 EXIT_FATAL = 70  # EX_SOFTWARE
+FATAL_EXIT_GRACE_S = 20.0
+
+
+def _hard_exit() -> None:
+    log.critical(
+        "clean shutdown did not finish in %.0fs; exiting hard (code %d)", FATAL_EXIT_GRACE_S, EXIT_FATAL
+    )
+    logging.shutdown()
+    os._exit(EXIT_FATAL)
 
 
 def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     health = health if health is not None else Health()
+    hide_sasl_secrets()  # aiokafka logs the SASL PLAIN password at DEBUG otherwise
     datadir = settings.datadir / settings.faust_app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     app = faust.App(
@@ -138,6 +153,8 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval_s,
         producer_acks=-1,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
         web_enabled=False,
     )
     topics = settings.topics
@@ -164,6 +181,9 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     )
     book = load_campaigns()
     stats: Counter[str] = Counter()
+    processed: dict[tuple[str, int], int] = {}  # next offset after the last finished record
+    liveness = LivenessCheck(settings.liveness_stall_s)
+    watched = set(topics.consumed)
 
     async def bids(records: Any, c: Context) -> list[Outcome]:
         return await handle_bids(records, c, book, ledger)
@@ -172,19 +192,27 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         return await handle_brand_posts(records, c, brand_windows)
 
     routes = {
-        topics.clickstream: Route("clickstream", ClickEvent, handle_clicks),
-        topics.chat: Route("chat", ChatMessage, handle_chat, text_field="text"),
-        topics.social: Route("social", SocialPost, handle_social, text_field="text"),
+        topics.clickstream: Route("clickstream", ClickEvent, handle_clicks, time_field="ts"),
+        topics.chat: Route("chat", ChatMessage, handle_chat, text_field="text", time_field="ts"),
+        topics.social: Route("social", SocialPost, handle_social, text_field="text", time_field="ts"),
         topics.bid_requests: Route("bids", BidRequest, bids),
         topics.social_scored: Route("brands", ScoredPost, brands),
     }
+
+    def stop_loudly(why: BaseException) -> None:
+        """Exit with EXIT_FATAL so that the supervisor restarts the worker. Faust's clean shutdown
+        commits only acknowledged offsets; when it hangs (it can wait on the failed batch for
+        minutes), a hard exit follows after FATAL_EXIT_GRACE_S, which is just as safe: whatever
+        was not committed is read again by the next worker."""
+        health.fatal = why
+        os.kill(os.getpid(), signal.SIGTERM)
+        asyncio.get_running_loop().call_later(FATAL_EXIT_GRACE_S, _hard_exit)
 
     async def fail(route: Route, events: Sequence[EventT], exc: Exception) -> None:
         """Something no record can be blamed for (Triton down past the retry budget, Kafka refusing
         our outputs, a bug outside the handlers): stop the worker loudly without acknowledging the
         batch, so a restarted worker processes it again. Never returns."""
         first = meta_of(events[0])
-        health.fatal = exc
         log.critical(
             "%s: cannot process the batch from %s[%d]@%d (%s); stopping the worker, the batch is not committed",
             route.name,
@@ -193,7 +221,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
             first.offset,
             redact(repr(exc)),
         )
-        os.kill(os.getpid(), signal.SIGTERM)  # Faust's clean shutdown commits only acknowledged offsets
+        stop_loudly(exc)
         await asyncio.Event().wait()
 
     async def publish(outcomes: list[Outcome]) -> None:
@@ -223,6 +251,8 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
                     await fail(route, events, exc)
                 for event in events:
                     event.ack()  # ours; take_events' own ack then makes it final
+                for meta, _ in batch:
+                    processed[meta.topic, meta.partition] = meta.offset + 1
                 stats[f"in:{route.name}"] += len(batch)
 
         agent.__name__ = agent.__qualname__ = f"{route.name}_agent"
@@ -239,6 +269,31 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     async def report() -> None:
         if stats:
             log.info("processed so far: %s", ", ".join(f"{k}={v}" for k, v in sorted(stats.items())))
+
+    @app.timer(LIVENESS_EVERY_S)
+    async def check_liveness() -> None:
+        """Exit loudly, so that the supervisor restarts the worker, if a partition is stuck."""
+        consumer = app.consumer
+        # Only the agents' own inputs: changelog partitions are read only to recover tables.
+        owned = {(tp.topic, tp.partition): tp for tp in consumer.assignment() if tp.topic in watched}
+        liveness.forget(set(owned))
+        for key in set(processed) - set(owned):
+            del processed[key]
+        now = time.monotonic()
+        for key, tp in owned.items():
+            try:
+                position = await consumer.position(tp)
+            except Exception:  # mid-rebalance: the partition is being taken away
+                continue
+            # Nothing finished here since the assignment: Faust's committed offset (private, but
+            # public API has none) says where processing stands, so a partition whose records
+            # were fetched but never processed (faust-streaming#629 after a rebalance) still shows.
+            done = processed.get(key, getattr(consumer, "_committed_offset", {}).get(tp))
+            stall = liveness.observe(key, consumer.highwater(tp), position, done, now)
+            if stall is not None:
+                log.critical("liveness: %s; stopping the worker so that it is restarted", stall)
+                stop_loudly(WorkerStalled(str(stall)))
+                return
 
     @app.task
     async def wait_for_models() -> None:

@@ -3,8 +3,10 @@
 The channel is created lazily on first use, inside the running event loop: a grpc.aio channel
 is bound to the loop it was made on, and Faust's loop does not exist yet at import time.
 Errors are mapped onto our hierarchy: UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED are
-retried with capped exponential backoff until `triton_retry_max_s`; anything else means the
-request itself is bad and is never retried.
+retried with capped exponential backoff until `triton_retry_max_s`, and so is NOT_FOUND: the
+models are fixed by the settings and checked at start, so "unknown model" means Triton is
+loading or unloading them (a restart, a model reload), never a bad record. Anything else means
+the request itself is bad and is never retried.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from streams.text import TextTokenizer
 
 log = logging.getLogger("streams.inference")
 
-RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "CANCELLED", "UNKNOWN"})
+RETRYABLE = frozenset(
+    {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "CANCELLED", "UNKNOWN", "NOT_FOUND"}
+)
 TEXT_OUTPUTS = ("sentiment_probs", "intent_probs", "embedding")
 REC_OUTPUTS = ("top_items", "top_scores")
 

@@ -429,6 +429,58 @@ def _latency_section(latency: dict[str, list[dict[str, Any]]], info: dict[str, s
     ]
 
 
+# The targets the project set for these models (issue 3), and how a build measures against them.
+TARGETS = {"sentiment_test_accuracy": 0.85, "intent_test_macro_f1": 0.90}
+
+
+def _targets_section(text: dict[str, Any] | None, recommender: dict[str, Any] | None) -> list[str]:
+    rows: list[list[str]] = []
+
+    def row(what: str, target: str, got: float | None, met: bool | None, gap: str) -> None:
+        verdict = "n/a" if met is None else ("met" if met else f"**not met** ({gap})")
+        rows.append([what, target, "n/a" if got is None else f"{got:.4g}", verdict])
+
+    if text:
+        acc = float(text["sentiment"]["test_accuracy"])
+        want = TARGETS["sentiment_test_accuracy"]
+        row(
+            "sentiment, test accuracy",
+            f">= {want:.0%}",
+            acc,
+            acc >= want,
+            f"{(want - acc) * 100:.1f} points short",
+        )
+        f1 = (text.get("intent") or {}).get("macro_f1")
+        want = TARGETS["intent_test_macro_f1"]
+        row(
+            "intent, test macro-F1",
+            f">= {want:.2f}",
+            f1,
+            None if f1 is None else f1 >= want,
+            "" if f1 is None else f"{want - f1:.3f} short",
+        )
+    if recommender:
+        test = recommender["test"]
+        model = test["sequence model"]
+        for base in ("popularity", "most-bought"):
+            for m in ("hr@10", "ndcg@10"):
+                row(
+                    f"recommender {m.upper()} vs {base}",
+                    f"> {test[base][m]:.4f}",
+                    model[m],
+                    model[m] > test[base][m],
+                    "below the baseline",
+                )
+    if not rows:
+        return []
+    return [
+        "## Targets",
+        "",
+        *_table(["what", "target", "this build", "verdict"], rows),
+        "",
+    ]
+
+
 def render(
     text: dict[str, Any] | None,
     recommender: dict[str, Any] | None,
@@ -444,6 +496,7 @@ def render(
         "PyPI wheels, read in place (their licences forbid redistribution). Test splits are never used for",
         "training or for any choice (hyper-parameters, temperature, neutral band).",
         "",
+        *_targets_section(text, recommender),
         *_text_encoder_section(text),
         *_recommender_section(recommender),
         *_latency_section(latency, info),

@@ -131,9 +131,8 @@ FATAL_EXIT_GRACE_S = 20.0
 
 
 def _hard_exit() -> None:
-    log.critical(
-        "clean shutdown did not finish in %.0fs; exiting hard (code %d)", FATAL_EXIT_GRACE_S, EXIT_FATAL
-    )
+    """Exit now, without Faust's shutdown (which commits): safe, nothing uncommitted is lost."""
+    log.critical("exiting hard (code %d), committing nothing more", EXIT_FATAL)
     logging.shutdown()
     os._exit(EXIT_FATAL)
 
@@ -235,6 +234,42 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
                 stats[f"dlq:{o.topic}"] += 1
         await asyncio.gather(*pending)  # delivered (acks=all) before the inputs are acknowledged
 
+    expected: dict[tuple[str, int], int] = {}  # the next offset each input partition should give
+
+    def check_contiguous(events: Sequence[EventT]) -> None:
+        """Exit at once, committing nothing, if the consumer skipped offsets of a partition.
+
+        After a rebalance Faust can deliver a message prefetched from the old position ahead of
+        the records between the committed offset and it (faust-streaming#221); acking it would
+        let the commit pass records never processed. A restarted worker reads from the
+        committed offset again, so exiting turns a silent loss into duplicates."""
+        for event in events:
+            tp = event.message.tp
+            key = (tp.topic, tp.partition)
+            want = expected.get(key)
+            if want is None:  # first record since the assignment: start at the committed offset
+                want = getattr(app.consumer, "_committed_offset", {}).get(tp)
+            offset = event.message.offset
+            if want is not None and offset > want:
+                log.critical(
+                    "%s[%d]: got offset %d where %d was next: the consumer skipped %d records; "
+                    "exiting without committing so that a restarted worker reads them",
+                    tp.topic,
+                    tp.partition,
+                    offset,
+                    want,
+                    offset - want,
+                )
+                _hard_exit()
+            expected[key] = offset + 1
+
+    def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """on_partitions_revoked receiver: (sender, revoked partitions, signal=...)."""
+        for tp in args[0] if args else ():
+            expected.pop((tp.topic, tp.partition), None)
+
+    app.on_partitions_revoked.connect(forget_revoked)
+
     def make_agent(route: Route) -> Any:
         async def agent(stream: StreamT) -> None:
             assert isinstance(stream, faust.Stream)  # take_events is on the class, not the protocol
@@ -244,6 +279,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
                 # reference per message until the outputs are acknowledged prevents that.
                 for event in events:
                     event.message.incref()
+                check_contiguous(events)
                 try:
                     batch = [(meta_of(e), e.value) for e in events]
                     await publish(await process(batch, route, ctx))
@@ -279,17 +315,25 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         liveness.forget(set(owned))
         for key in set(processed) - set(owned):
             del processed[key]
+        if not owned:
+            return
+        try:
+            # From the broker: a partition that is never fetched (faust-streaming#629) has no
+            # high watermark in the consumer's own fetch state.
+            ends = await consumer.highwaters(*owned.values())
+        except Exception as exc:  # a broker outage is not a stalled consumer: check again later
+            log.debug("liveness: no end offsets this time (%s)", exc)
+            return
         now = time.monotonic()
         for key, tp in owned.items():
             try:
                 position = await consumer.position(tp)
             except Exception:  # mid-rebalance: the partition is being taken away
                 continue
-            # Nothing finished here since the assignment: Faust's committed offset (private, but
-            # public API has none) says where processing stands, so a partition whose records
-            # were fetched but never processed (faust-streaming#629 after a rebalance) still shows.
-            done = processed.get(key, getattr(consumer, "_committed_offset", {}).get(tp))
-            stall = liveness.observe(key, consumer.highwater(tp), position, done, now)
+            # Faust's committed offset is private (its public API has none), and it is the one
+            # that shows records processed but never committed after a rebalance.
+            committed = getattr(consumer, "_committed_offset", {}).get(tp)
+            stall = liveness.observe(key, ends.get(tp), position, processed.get(key), committed, now)
             if stall is not None:
                 log.critical("liveness: %s; stopping the worker so that it is restarted", stall)
                 stop_loudly(WorkerStalled(str(stall)))

@@ -1,11 +1,12 @@
 """Is the worker still moving? A stall detector for consumers that stop silently. Pure logic.
 
-Faust consumers have been seen to stop fetching, or an agent to stop processing, without any
-error. Every few seconds the worker reports, for each partition it owns, the broker's high
-watermark, the consumer's fetch position and the next offset after the last record it finished.
-A partition stalls when input is waiting (high watermark beyond what was processed) and neither
-the fetch position nor the processed offset has moved for `stall_s`. A partition with nothing
-waiting never stalls, however long it is quiet.
+Faust consumers have been seen to stop fetching, an agent to stop processing, or offsets to
+stop being committed after a rebalance, all without any error. Every few seconds the worker
+reports, for each input partition it owns, the broker's high watermark, the consumer's fetch
+position, the next offset after the last record it finished and the committed offset. A
+partition stalls when input is uncommitted (high watermark beyond the committed offset) and none
+of fetching, processing or committing has moved for `stall_s`. A partition whose input is all
+committed never stalls, however long it is quiet.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ Partition = tuple[str, int]
 @dataclass(frozen=True)
 class Stall:
     partition: Partition
-    waiting: int  # records past the processed offset
+    waiting: int  # records past the committed offset
     seconds: float  # since the last movement
 
     def __str__(self) -> str:
@@ -29,7 +30,7 @@ class Stall:
 @dataclass
 class LivenessCheck:
     stall_s: float
-    _seen: dict[Partition, tuple[tuple[int | None, int | None], float]] = field(default_factory=dict)
+    _seen: dict[Partition, tuple[tuple[int | None, ...], float]] = field(default_factory=dict)
 
     def observe(
         self,
@@ -37,16 +38,17 @@ class LivenessCheck:
         highwater: int | None,
         position: int | None,
         processed: int | None,
+        committed: int | None,
         now: float,
     ) -> Stall | None:
-        """`processed` is the next offset after the last finished record (None: none yet since
-        the partition was assigned); `position` the consumer's next fetch offset."""
-        marker = (position, processed)
+        """`position` is the consumer's next fetch offset, `processed` the next offset after the
+        last finished record and `committed` the group's committed offset (None: not known)."""
+        marker = (position, processed, committed)
         last = self._seen.get(partition)
         if last is None or last[0] != marker:
             self._seen[partition] = (marker, now)
             return None
-        done = processed if processed is not None else position
+        done = next((o for o in (committed, processed, position) if o is not None), None)
         if highwater is None or done is None or highwater <= done:
             self._seen[partition] = (marker, now)  # nothing waiting: quiet, not stuck
             return None

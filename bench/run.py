@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import statistics
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,10 +155,23 @@ def latency(
         with TopicReader(settings, [settings.topics.name(answer_topic)]) as reader:
             reader.read_to_end()  # skip the warm-up answers
             skip = len(reader.records)
-            report = produce(settings, records, rate=rate)
-            wait_caught_up(
-                settings, settings.topics.consumed, timeout=300, alive=worker.process.raise_if_exited
+            # Produce from a thread and poll here meanwhile: an answer's receive time is when
+            # this process could first have seen it, not when production ended.
+            box: dict[str, Any] = {}
+            producer = threading.Thread(
+                target=lambda: box.update(report=produce(settings, records, rate=rate)), name="bench-producer"
             )
+            producer.start()
+            while producer.is_alive():
+                reader.poll(0.05)
+            producer.join()
+            report = box["report"]
+
+            def alive() -> None:
+                worker.process.raise_if_exited()
+                reader.poll(0.05)
+
+            wait_caught_up(settings, settings.topics.consumed, timeout=300, alive=alive)
             reader.read_to_end()
             answers = reader.records[skip:]
         with TopicReader(settings, [inputs_topic]) as inputs:

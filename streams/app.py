@@ -273,7 +273,8 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     def make_agent(route: Route) -> Any:
         async def agent(stream: StreamT) -> None:
             assert isinstance(stream, faust.Stream)  # take_events is on the class, not the protocol
-            async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+            within = settings.bid_batch_within_s if route.name == "bids" else settings.batch_within_s
+            async for events in stream.take_events(settings.batch_size, within=within):
                 # take_events acks its buffer in a `finally`, also when the loop body raises or is
                 # cancelled: a crashed batch would be committed unprocessed. Holding one more
                 # reference per message until the outputs are acknowledged prevents that.

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     # --- batching and limits -------------------------------------------------------------------
     batch_size: int = Field(default=32, ge=1, le=64, description="At most the models' max_batch_size.")
     batch_within_s: float = Field(default=0.05, gt=0)
+    bid_batch_within_s: float = Field(
+        default=0.005,
+        gt=0,
+        description="The bid path's batch window: auctions give ~100 ms, so it waits far less for a batch.",
+    )
     max_message_bytes: int = Field(default=65_536, ge=1024, description="Larger records are dead-lettered.")
     max_text_chars: int = Field(
         default=2_000, ge=1, description="Longer chat/social texts are dead-lettered."

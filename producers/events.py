@@ -46,6 +46,7 @@ class Produced:
     key: bytes | None
     value: bytes
     kind: str = "valid"  # or the kind of bad record, for bad ones
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def instacart_csv() -> Path:

@@ -44,9 +44,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, Message, Producer
 
-from producers.kafka import PRODUCER_CONFIG, DeliveryReport
+from producers.kafka import DeliveryReport, produce
 from streams.dlq import MAX_VALUE_BYTES
 from streams.errors import Reason
 from streams.pii import redact_bytes
@@ -392,33 +391,8 @@ def produce_cases(
     settings: Settings, cases: Sequence[Case], *, flush_timeout_s: float = 60.0
 ) -> DeliveryReport:
     """Send the cases in order (with their headers and null keys or values) and wait for every
-    delivery report. `producers.kafka.produce` sends `Produced` records, which carry neither, and
-    librdkafka's default limit (1,000,000 bytes) would refuse the largest cases; the Java client's
-    (1 MiB) does not."""
-    report = DeliveryReport()
-    producer = Producer(settings.confluent_config(**PRODUCER_CONFIG, **{"message.max.bytes": 1_048_576}))
-
-    def on_delivery(err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            report.errors[err.name()] += 1
-        else:
-            report.delivered[msg.topic() or "?"] += 1
-
-    for case in cases:
-        while True:
-            try:
-                producer.produce(
-                    settings.topics.name(case.topic),
-                    key=case.key,
-                    value=case.value,
-                    headers=list(case.headers) or None,
-                    on_delivery=on_delivery,
-                )
-                break
-            except BufferError:  # local queue full: serve delivery reports, then try again
-                producer.poll(0.1)
-        producer.poll(0)
-    remaining = producer.flush(flush_timeout_s)
-    if remaining:
-        report.errors["not_delivered_before_timeout"] += remaining
-    return report
+    delivery report. librdkafka's default limit (1,000,000 bytes) would refuse the largest
+    cases; the Java client's (1 MiB) does not."""
+    return produce(
+        settings, cases, flush_timeout_s=flush_timeout_s, producer_config={"message.max.bytes": 1_048_576}
+    )

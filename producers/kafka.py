@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from producers.events import Produced
 from streams.settings import Settings
 
 PRODUCER_CONFIG = {
@@ -47,22 +47,37 @@ class DeliveryReport:
         return line
 
 
-def make_producer(settings: Settings) -> Producer:
-    return Producer(settings.confluent_config(**PRODUCER_CONFIG))
+class Outgoing(Protocol):
+    """What `produce` sends: a `Produced` event, or a hostile corpus `Case` (null values, headers)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+def make_producer(settings: Settings, **overrides: Any) -> Producer:
+    return Producer(settings.confluent_config(**{**PRODUCER_CONFIG, **overrides}))
 
 
 def produce(
     settings: Settings,
-    records: Sequence[Produced],
+    records: Sequence[Outgoing],
     *,
     rate: float = 0.0,
     progress: bool = False,
     console: Console | None = None,
     flush_timeout_s: float = 30.0,
+    producer_config: Mapping[str, Any] | None = None,
 ) -> DeliveryReport:
-    """Send `records` (topic names get the settings' prefix) and wait for every delivery report."""
+    """Send `records` (topic names get the settings' prefix) and wait for every delivery report.
+    `producer_config` overrides librdkafka settings (the hostile corpus raises message.max.bytes)."""
     report = DeliveryReport()
-    producer = make_producer(settings)
+    producer = make_producer(settings, **(producer_config or {}))
     bar = Progress(
         TextColumn("[bold]producing"),
         BarColumn(),
@@ -96,6 +111,7 @@ def produce(
                         settings.topics.name(record.topic),
                         key=record.key,
                         value=record.value,
+                        headers=list(record.headers) or None,
                         on_delivery=on_delivery,
                     )
                     break

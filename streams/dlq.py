@@ -75,19 +75,19 @@ def dead_letter(
         return out
 
     notes: list[tuple[str, bytes]] = []
-    if value is not None:
-        original = len(value)
-        value = clean(value)
-        if len(value) > MAX_VALUE_BYTES:
-            value = value[:MAX_VALUE_BYTES]
-            notes.append((HEADER_TRUNCATED, str(original).encode()))
-    key = meta.key
-    if key is not None:
-        original = len(key)
-        key = clean(key)
-        if len(key) > MAX_KEY_BYTES:
-            key = key[:MAX_KEY_BYTES]
-            notes.append((HEADER_KEY_TRUNCATED, str(original).encode()))
+
+    def bounded(raw: bytes | None, limit: int, header: str) -> bytes | None:
+        """Redacted, then cut to `limit` bytes; `header` records the original length if cut."""
+        if raw is None:
+            return None
+        out = clean(raw)
+        if len(out) > limit:
+            notes.append((header, str(len(raw)).encode()))
+            return out[:limit]
+        return out
+
+    value = bounded(value, MAX_VALUE_BYTES, HEADER_TRUNCATED)
+    key = bounded(meta.key, MAX_KEY_BYTES, HEADER_KEY_TRUNCATED)
     copied: list[tuple[str, bytes]] = []
     size = dropped = 0
     for name, data in meta.headers:

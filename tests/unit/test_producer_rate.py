@@ -18,7 +18,9 @@ class _FastPollProducer:
     def __init__(self, conf: dict[str, Any]) -> None:
         self.pending: list[Any] = []
 
-    def produce(self, topic: str, key: bytes | None, value: bytes, on_delivery: Any) -> None:
+    def produce(
+        self, topic: str, key: bytes | None, value: bytes, on_delivery: Any, headers: Any = None
+    ) -> None:
         self.pending.append((on_delivery, topic))
 
     def poll(self, timeout: float = 0) -> int:

@@ -180,7 +180,6 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     )
     book = load_campaigns()
     stats: Counter[str] = Counter()
-    processed: dict[tuple[str, int], int] = {}  # next offset after the last finished record
     liveness = LivenessCheck(settings.liveness_stall_s)
     watched = set(topics.consumed)
 
@@ -235,6 +234,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         await asyncio.gather(*pending)  # delivered (acks=all) before the inputs are acknowledged
 
     expected: dict[tuple[str, int], int] = {}  # the next offset each input partition should give
+    first_taken: dict[tuple[str, int], int] = {}  # the first offset taken since the assignment
 
     def check_contiguous(events: Sequence[EventT]) -> None:
         """Exit at once, committing nothing, if the consumer skipped offsets of a partition.
@@ -247,9 +247,10 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
             tp = event.message.tp
             key = (tp.topic, tp.partition)
             want = expected.get(key)
+            offset = event.message.offset
             if want is None:  # first record since the assignment: start at the committed offset
                 want = getattr(app.consumer, "_committed_offset", {}).get(tp)
-            offset = event.message.offset
+                first_taken[key] = offset
             if want is not None and offset > want:
                 log.critical(
                     "%s[%d]: got offset %d where %d was next: the consumer skipped %d records; "
@@ -267,6 +268,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         """on_partitions_revoked receiver: (sender, revoked partitions, signal=...)."""
         for tp in args[0] if args else ():
             expected.pop((tp.topic, tp.partition), None)
+            first_taken.pop((tp.topic, tp.partition), None)
 
     app.on_partitions_revoked.connect(forget_revoked)
 
@@ -288,8 +290,6 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
                     await fail(route, events, exc)
                 for event in events:
                     event.ack()  # ours; take_events' own ack then makes it final
-                for meta, _ in batch:
-                    processed[meta.topic, meta.partition] = meta.offset + 1
                 stats[f"in:{route.name}"] += len(batch)
 
         agent.__name__ = agent.__qualname__ = f"{route.name}_agent"
@@ -314,8 +314,6 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         # Only the agents' own inputs: changelog partitions are read only to recover tables.
         owned = {(tp.topic, tp.partition): tp for tp in consumer.assignment() if tp.topic in watched}
         liveness.forget(set(owned))
-        for key in set(processed) - set(owned):
-            del processed[key]
         if not owned:
             return
         try:
@@ -334,7 +332,9 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
             # Faust's committed offset is private (its public API has none), and it is the one
             # that shows records processed but never committed after a rebalance.
             committed = getattr(consumer, "_committed_offset", {}).get(tp)
-            stall = liveness.observe(key, ends.get(tp), position, processed.get(key), committed, now)
+            if committed is None:  # never committed: commits stand where this worker started
+                committed = first_taken.get(key)
+            stall = liveness.observe(key, ends.get(tp), position, expected.get(key), committed, now)
             if stall is not None:
                 log.critical("liveness: %s; stopping the worker so that it is restarted", stall)
                 stop_loudly(WorkerStalled(str(stall)))

@@ -3,7 +3,7 @@
 Faust consumers have been seen to stop fetching, an agent to stop processing, or offsets to
 stop being committed after a rebalance, all without any error. Every few seconds the worker
 reports, for each input partition it owns, the broker's high watermark, the consumer's fetch
-position, the next offset after the last record it finished and the committed offset. A
+position, the next offset after the last record an agent took and the committed offset. A
 partition stalls when input is uncommitted (high watermark beyond the committed offset) and none
 of fetching, processing or committing has moved for `stall_s`. A partition whose input is all
 committed never stalls, however long it is quiet.
@@ -42,7 +42,7 @@ class LivenessCheck:
         now: float,
     ) -> Stall | None:
         """`position` is the consumer's next fetch offset, `processed` the next offset after the
-        last finished record and `committed` the group's committed offset (None: not known)."""
+        last record an agent took and `committed` the group's committed offset (None: not known)."""
         marker = (position, processed, committed)
         last = self._seen.get(partition)
         if last is None or last[0] != marker:

@@ -317,24 +317,22 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         if not owned:
             return
         try:
-            # From the broker: a partition that is never fetched (faust-streaming#629) has no
-            # high watermark in the consumer's own fetch state.
-            ends = await consumer.highwaters(*owned.values())
+            # Both from the broker, bounded: a partition that is never fetched (faust-streaming#629)
+            # has no high watermark in the consumer's own fetch state.
+            async with asyncio.timeout(LIVENESS_EVERY_S):
+                ends = await consumer.highwaters(*owned.values())
+                starts = await consumer.earliest_offsets(*owned.values())
         except Exception as exc:  # a broker outage is not a stalled consumer: check again later
-            log.debug("liveness: no end offsets this time (%s)", exc)
+            log.debug("liveness: no offsets from the broker this time (%r)", exc)
             return
         now = time.monotonic()
         for key, tp in owned.items():
-            try:
-                position = await consumer.position(tp)
-            except Exception:  # mid-rebalance: the partition is being taken away
-                continue
             # Faust's committed offset is private (its public API has none), and it is the one
             # that shows records processed but never committed after a rebalance.
             committed = getattr(consumer, "_committed_offset", {}).get(tp)
             if committed is None:  # never committed: commits stand where this worker started
                 committed = first_taken.get(key)
-            stall = liveness.observe(key, ends.get(tp), position, expected.get(key), committed, now)
+            stall = liveness.observe(key, ends.get(tp), starts.get(tp), expected.get(key), committed, now)
             if stall is not None:
                 log.critical("liveness: %s; stopping the worker so that it is restarted", stall)
                 stop_loudly(WorkerStalled(str(stall)))

@@ -2,11 +2,15 @@
 
 Faust consumers have been seen to stop fetching, an agent to stop processing, or offsets to
 stop being committed after a rebalance, all without any error. Every few seconds the worker
-reports, for each input partition it owns, the broker's high watermark, the consumer's fetch
-position, the next offset after the last record an agent took and the committed offset. A
-partition stalls when input is uncommitted (high watermark beyond the committed offset) and none
-of fetching, processing or committing has moved for `stall_s`. A partition whose input is all
-committed never stalls, however long it is quiet.
+reports, for each input partition it owns, the broker's high watermark and log start offset,
+the next offset after the last record an agent took and the committed offset. A partition
+stalls when input is uncommitted (high watermark beyond the committed offset, or beyond the log
+start when nothing was ever committed or taken) and neither processing nor committing has moved
+for `stall_s`. A partition whose input is all committed never stalls, however long it is quiet.
+
+The consumer's fetch position is deliberately not asked for: for a partition that was never
+fetched (faust-streaming#629), aiokafka's `position()` waits until there is one, which is
+forever, and the check would hang with the consumer it is meant to watch.
 """
 
 from __future__ import annotations
@@ -36,19 +40,19 @@ class LivenessCheck:
         self,
         partition: Partition,
         highwater: int | None,
-        position: int | None,
+        log_start: int | None,
         processed: int | None,
         committed: int | None,
         now: float,
     ) -> Stall | None:
-        """`position` is the consumer's next fetch offset, `processed` the next offset after the
-        last record an agent took and `committed` the group's committed offset (None: not known)."""
-        marker = (position, processed, committed)
+        """`highwater` and `log_start` are the broker's, `processed` the next offset after the last
+        record an agent took and `committed` the group's committed offset (None: not known)."""
+        marker = (processed, committed)
         last = self._seen.get(partition)
         if last is None or last[0] != marker:
             self._seen[partition] = (marker, now)
             return None
-        done = next((o for o in (committed, processed, position) if o is not None), None)
+        done = next((o for o in (committed, processed, log_start) if o is not None and o >= 0), None)
         if highwater is None or done is None or highwater <= done:
             self._seen[partition] = (marker, now)  # nothing waiting: quiet, not stuck
             return None

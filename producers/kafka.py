@@ -73,11 +73,17 @@ def produce(
     console: Console | None = None,
     flush_timeout_s: float = 30.0,
     producer_config: Mapping[str, Any] | None = None,
+    producer: Producer | None = None,
 ) -> DeliveryReport:
     """Send `records` (topic names get the settings' prefix) and wait for every delivery report.
-    `producer_config` overrides librdkafka settings (the hostile corpus raises message.max.bytes)."""
+    `producer_config` overrides librdkafka settings (the hostile corpus raises message.max.bytes).
+    `producer` reuses a client that is already connected: a new idempotent one spends its first
+    0.5-1 s getting a producer id from the broker, and its first records wait that long."""
     report = DeliveryReport()
-    producer = make_producer(settings, **(producer_config or {}))
+    if producer is None:
+        producer = make_producer(settings, **(producer_config or {}))
+    elif producer_config:
+        raise ValueError("producer_config configures a new producer; pass one or the other")
     bar = Progress(
         TextColumn("[bold]producing"),
         BarColumn(),

@@ -159,9 +159,15 @@ class TopicReader:
         self.close()
 
     def poll(self, timeout: float = 0.2) -> list[Consumed]:
-        """New records since the last call (at most a few hundred)."""
+        """New records since the last call (at most a few hundred), as soon as there are any.
+
+        `consume(n, timeout)` waits until it has n records or the timeout passes, so it would
+        stamp a record up to `timeout` late; a single `poll` returns with the first record."""
         got = []
-        messages = self._consumer.consume(num_messages=500, timeout=timeout)
+        messages = self._consumer.consume(num_messages=500, timeout=0)
+        if not messages:
+            first = self._consumer.poll(timeout)
+            messages = [] if first is None else [first, *self._consumer.consume(num_messages=499, timeout=0)]
         received = time.time()
         for msg in messages:
             if msg.error() is not None:

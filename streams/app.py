@@ -151,6 +151,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval_s,
+        stream_buffer_maxsize=settings.stream_buffer_maxsize,
         producer_acks=-1,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),
@@ -248,17 +249,22 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
             key = (tp.topic, tp.partition)
             want = expected.get(key)
             offset = event.message.offset
+            since = "the last record taken"
             if want is None:  # first record since the assignment: start at the committed offset
                 want = getattr(app.consumer, "_committed_offset", {}).get(tp)
                 first_taken[key] = offset
+                since = "the committed offset"
             if want is not None and offset > want:
                 log.critical(
-                    "%s[%d]: got offset %d where %d was next: the consumer skipped %d records; "
-                    "exiting without committing so that a restarted worker reads them",
+                    "%s[%d]: got offset %d where %d was next (after %s; first taken since the "
+                    "assignment: %s): the consumer skipped %d records; exiting without committing "
+                    "so that a restarted worker reads them",
                     tp.topic,
                     tp.partition,
                     offset,
                     want,
+                    since,
+                    first_taken.get(key),
                     offset - want,
                 )
                 _hard_exit()

@@ -144,7 +144,13 @@ class TritonModels:
             try:
                 self.calls += 1
                 result = await self._get_client().infer(
-                    model, inputs, outputs=requested, client_timeout=timeout
+                    model,
+                    inputs,
+                    outputs=requested,
+                    client_timeout=timeout,
+                    # the same deadline for Triton's queue policy: a request this client gave up on
+                    # is dropped from the queue instead of being computed for nobody
+                    timeout=max(1, int(timeout * 1_000_000)),
                 )
             except InferenceServerException as exc:
                 err = classify(model, exc)

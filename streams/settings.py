@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         default=180.0,
         gt=0,
         description="Exit loudly (code 70) when an assigned partition has input waiting but neither "
-        "fetching nor processing has moved for this long. Must exceed triton_retry_max_s.",
+        "processing nor committing has moved for this long. Must exceed triton_retry_max_s.",
     )
 
     # --- Triton --------------------------------------------------------------------------------
@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         default=0.005,
         gt=0,
         description="The bid path's batch window: auctions give ~100 ms, so it waits far less for a batch.",
+    )
+    stream_buffer_maxsize: int = Field(
+        default=1024,
+        ge=64,
+        description="Records the worker holds per input topic ahead of its agent. When the buffer is "
+        "full it stops fetching and the backlog stays in Kafka: back-pressure when Triton is slow.",
     )
     max_message_bytes: int = Field(default=65_536, ge=1024, description="Larger records are dead-lettered.")
     max_text_chars: int = Field(

@@ -15,8 +15,11 @@ Workers run under a small supervisor that restarts a worker that exits, as docke
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
+import shutil
 import threading
 import time
 import uuid
@@ -24,14 +27,21 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import cast
 
+import numpy as np
 import orjson
 import pytest
+from tritonclient.grpc import InferInput
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
 
 from producers.events import EventFactory, Produced
 from producers.kafka import DeliveryReport, produce
 from stack.local import REPO, STATE_DIR, LocalStack, WorkerProcess
 from stack.observe import TopicReader, wait_assigned, wait_caught_up
+from stack.triton import TritonServer
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -92,7 +102,7 @@ class Workload:
     key_of: dict[str, bytes]
 
 
-def workload(seed: int, tmax: int | None) -> Workload:
+def workload(seed: int, tmax: int | None, chats: int = N_CHATS) -> Workload:
     factory = EventFactory(seed)
     t0 = datetime.now(UTC) - timedelta(days=1)
     history = []
@@ -112,13 +122,13 @@ def workload(seed: int, tmax: int | None) -> Workload:
     inputs: list[Produced] = []
     expected: dict[str, str] = {}
     key_of: dict[str, bytes] = {}
-    per_chat = N_BIDS // N_CHATS
+    per_chat = max(1, N_BIDS // chats)
     for n in range(N_BIDS):
         rec = factory.bid_request(user_id=f"f{n % USERS}", tmax=tmax)
         inputs.append(rec)
         rid = orjson.loads(rec.value)["id"]
         expected[rid], key_of[rid] = "bid", rec.key or b""
-        if n % per_chat == 0:
+        if n % per_chat == 0 and n // per_chat < chats:
             chat = factory.chat(user_id=f"f{n % USERS}")
             inputs.append(chat)
             mid = orjson.loads(chat.value)["message_id"]
@@ -163,6 +173,11 @@ def check(
             first_seen[source, load.key_of[input_id]].append((partition, offset))
         answered[input_id] += 1
         ids[input_id].add(output_id)
+    expired = sum(
+        1
+        for r in reader.records
+        if r.topic == topics.ad_bids and orjson.loads(r.value or b"{}").get("nbr") == 15
+    )
     dead = [r for r in reader.records if r.topic in topics.dead_letters]
     lost = sorted(set(load.expected) - set(answered))
     duplicates = sum(n - 1 for n in answered.values())
@@ -176,6 +191,7 @@ def check(
         "lost": len(lost),
         "duplicates": duplicates,
         "dead_letters": len(dead),
+        "bids_past_tmax_nbr15": expired,
         "keys_out_of_order": len(out_of_order),
         "ids_per_input_max": max((len(v) for v in ids.values()), default=0),
         "worker_exits_restarted": supervisor.exits,
@@ -329,3 +345,156 @@ def test_triton_outage_is_retried_and_nothing_is_lost(
 
     outcome = run_with_fault("triton_outage_10s", fault_settings, supervisor, load, inject)
     assert outcome.figures["worker_exits_restarted"] == [], "a 10 s outage is inside the retry budget"
+
+
+QUEUE = 4  # the overloaded Triton's max_queue_size (the shipped configs: 1024)
+
+
+def absolute_onnx_paths(config: str, folder: Path) -> str:
+    """The configs name their ONNX file relative to the model's version folder."""
+
+    def absolute(match: re.Match[str]) -> str:
+        return f'string_value: "{(folder / match.group(1)).resolve()}"'
+
+    return re.sub(r'string_value: "([^"/][^"]*\.onnx)"', absolute, config)
+
+
+def overloaded_triton(local_stack: LocalStack, home: Path) -> TritonServer:
+    """The session's model repository with a small queue, served by a second Triton."""
+    repo = home / "models"
+    source = local_stack.triton.repository
+    shutil.copytree(source, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    for config in repo.glob("*/config.pbtxt"):
+        text = config.read_text()
+        patched = re.sub(r"max_queue_size: \d+", f"max_queue_size: {QUEUE}", text)
+        patched = absolute_onnx_paths(patched, source / config.parent.name / "1")
+        assert patched.count(f"max_queue_size: {QUEUE}") == 1, config
+        config.write_text(patched)
+    return TritonServer(repo, home, http_port=0, grpc_port=0, metrics_port=0)
+
+
+@dataclass
+class Neighbour:
+    """Another tenant of the same Triton: keeps `concurrency` requests of 16 texts in flight on
+    the text encoder, so its queue stays full and the worker's requests are turned away."""
+
+    url: str
+    concurrency: int = 8
+    served: int = 0
+    rejected: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="neighbour")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=120)
+            assert not self._thread.is_alive(), "the neighbour's requests did not finish in 120 s"
+
+    async def _run(self) -> None:
+        rng = np.random.default_rng(3)
+        ids = rng.integers(1000, 20000, size=(16, 64), dtype=np.int64)
+        inputs = []
+        for name, array in (("input_ids", ids), ("attention_mask", np.ones_like(ids))):
+            tensor = InferInput(name, list(array.shape), "INT64")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        client = InferenceServerClient(self.url)
+
+        async def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    await client.infer("text_encoder", inputs, client_timeout=60)
+                    self.served += 1
+                except InferenceServerException:
+                    self.rejected += 1
+                    await asyncio.sleep(0.005)
+
+        try:
+            await asyncio.gather(*(loop() for _ in range(self.concurrency)))
+        finally:
+            await client.close()
+
+
+@dataclass
+class RssPeak:
+    """Samples the resident memory of the supervisor's first worker every 0.2 s."""
+
+    supervisor: Supervisor
+    peak_kib: int = 0
+    samples: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rss", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            pid = self.supervisor.workers[0].process.pid
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except (OSError, TypeError):  # between a worker's exit and its restart
+                continue
+            match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+            if match:
+                self.peak_kib = max(self.peak_kib, int(match.group(1)))
+                self.samples += 1
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def test_triton_overload_is_back_pressure_and_nothing_is_lost(
+    fault_settings: Settings, local_stack: LocalStack, tmp_path: Path
+) -> None:
+    """A second Triton with a queue of 4, flooded by another tenant while a burst of chats and
+    bids arrives: the worker's requests are turned away (queue full) and retried with backoff,
+    auctions past their tmax are answered nbr=15, the worker holds at most
+    `stream_buffer_maxsize` records per input topic (the rest wait in Kafka), and nothing is
+    lost once the flood stops."""
+    triton = overloaded_triton(local_stack, tmp_path)
+    triton.start()
+    neighbour = Neighbour(triton.grpc_url)
+    try:
+        settings = fault_settings.model_copy(
+            update={"triton_grpc_url": triton.grpc_url, "stream_buffer_maxsize": 64}
+        )
+        supervisor = Supervisor(settings, "overload")
+        load = workload(seed=15, tmax=100, chats=N_CHATS * 4)
+        rss = RssPeak(supervisor)
+
+        def inject(live: Live) -> None:
+            live.wait_outputs(1)  # the worker is warm and answering
+            live.figures["worker_rss_before_mib"] = round(rss.peak_kib / 1024)
+            neighbour.start()
+            live.idle(20)  # the flood outlasts production (about 8 s)
+            neighbour.stop()
+            live.figures["worker_rss_peak_mib"] = round(rss.peak_kib / 1024)
+            live.figures["neighbour_served"] = neighbour.served
+            live.figures["neighbour_rejected"] = neighbour.rejected
+
+        rss.start()
+        try:
+            outcome = run_with_fault("triton_overload", settings, supervisor, load, inject)
+        finally:
+            rss.stop()
+    finally:
+        neighbour.stop()
+        triton.stop()
+    log = supervisor.workers[0].log_path.read_text(errors="replace")
+    turned_away = len(re.findall(r"text_encoder attempt \d+ failed \((UNAVAILABLE|RESOURCE_EXHAUSTED)", log))
+    figures = outcome.figures
+    print(json.dumps({"worker_requests_turned_away": turned_away}))
+    assert figures["neighbour_rejected"], "the flood never filled Triton's queue: not an overload"
+    assert turned_away, "the worker was never turned away: not an overload"
+    assert figures["worker_exits_restarted"] == [], "an overload inside the retry budget is not a crash"
+    growth = cast(int, figures["worker_rss_peak_mib"]) - cast(int, figures["worker_rss_before_mib"])
+    assert growth < 200, f"worker memory grew by {growth} MiB under overload"

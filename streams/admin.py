@@ -1,10 +1,11 @@
-"""Creating the scorer's topics with their partition counts (auto-creation is off on purpose)."""
+"""Kafka administration: creating the scorer's topics with their partition counts (auto-creation is
+off on purpose), and reading a consumer group's committed offsets from the broker."""
 
 from __future__ import annotations
 
 import logging
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.errors import ConfigError
@@ -49,3 +50,25 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             raise
     log.info("created topics %s", created)
     return created
+
+
+class GroupOffsets:
+    """The broker's committed offsets of one consumer group, read with the admin API: no group
+    membership, so it can be asked from inside a worker without disturbing its own consumer."""
+
+    def __init__(self, settings: Settings, group: str, timeout: float = 10.0) -> None:
+        self._admin = AdminClient(settings.confluent_config())
+        self._group = group
+        self._timeout = timeout
+
+    def committed(self, topic: str, partition: int) -> int | None:
+        """The group's committed offset for the partition; None when it has never committed one.
+        Blocking (one OffsetFetch round trip): call it from a thread in async code."""
+        request = ConsumerGroupTopicPartitions(self._group, [TopicPartition(topic, partition)])
+        futures = self._admin.list_consumer_group_offsets([request])
+        answer = futures[self._group].result(timeout=self._timeout)
+        for tp in answer.topic_partitions or []:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            return tp.offset if tp.offset >= 0 else None
+        return None

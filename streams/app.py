@@ -23,6 +23,7 @@ import faust
 from aiokafka.partitioner import murmur2
 from faust.types import EventT, StreamT, TableT
 
+from streams.admin import GroupOffsets
 from streams.campaigns import load_campaigns
 from streams.dlq import DeadLetter, RecordMeta
 from streams.errors import WorkerStalled
@@ -237,11 +238,29 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     expected: dict[tuple[str, int], int] = {}  # the next offset each input partition should give
     first_taken: dict[tuple[str, int], int] = {}  # the first offset taken since the assignment
 
-    def check_contiguous(events: Sequence[EventT]) -> None:
+    group_offsets = GroupOffsets(settings, app.conf.id)
+
+    async def assignment_start(tp: Any) -> int | None:
+        """Where reading must start after an assignment: the group's committed offset from the
+        broker, else the log start (auto_offset_reset=earliest). Faust's own record of it is not
+        enough: it has none before its first seek, which can come after the first records."""
+        try:
+            committed = await asyncio.to_thread(group_offsets.committed, tp.topic, tp.partition)
+            if committed is not None:
+                return committed
+            return (await app.consumer.earliest_offsets(tp)).get(tp)
+        except Exception as exc:  # the broker is away: Faust's view is the best there is
+            log.warning(
+                "%s[%d]: committed offset unavailable (%r); using the worker's", tp.topic, tp.partition, exc
+            )
+            return cast(int | None, getattr(app.consumer, "_committed_offset", {}).get(tp))
+
+    async def check_contiguous(events: Sequence[EventT]) -> None:
         """Exit at once, committing nothing, if the consumer skipped offsets of a partition.
 
         After a rebalance Faust can deliver a message prefetched from the old position ahead of
-        the records between the committed offset and it (faust-streaming#221); acking it would
+        the records between the committed offset and it (faust-streaming#221), and a new worker
+        can lose its first records to a seek racing its fetch loop; acking what follows would
         let the commit pass records never processed. A restarted worker reads from the
         committed offset again, so exiting turns a silent loss into duplicates."""
         for event in events:
@@ -250,10 +269,10 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
             want = expected.get(key)
             offset = event.message.offset
             since = "the last record taken"
-            if want is None:  # first record since the assignment: start at the committed offset
-                want = getattr(app.consumer, "_committed_offset", {}).get(tp)
+            if want is None:  # first record since the assignment
+                want = await assignment_start(tp)
                 first_taken[key] = offset
-                since = "the committed offset"
+                since = "the committed offset or log start"
             if want is not None and offset > want:
                 log.critical(
                     "%s[%d]: got offset %d where %d was next (after %s; first taken since the "
@@ -288,7 +307,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
                 # reference per message until the outputs are acknowledged prevents that.
                 for event in events:
                     event.message.incref()
-                check_contiguous(events)
+                await check_contiguous(events)
                 try:
                     batch = [(meta_of(e), e.value) for e in events]
                     await publish(await process(batch, route, ctx))

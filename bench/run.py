@@ -9,9 +9,9 @@ What is measured (all in one process, one stack, one machine state):
 - chat throughput: N chat messages are produced first, then a worker is started; throughput is
   N over the span between the first and last reply's Kafka timestamps (backlog drain).
 - chat and bid latency: a fresh worker, already assigned and warmed up (16 chats; for bids the
-  users' purchase histories and 20 bid requests from other users), receives events at a fixed rate from a producer that is already
-  connected; latency = when this process consumed the result - the input record's Kafka
-  timestamp (set when the record is handed to the producer).
+  users' purchase histories and 20 bid requests from other users), receives events at a fixed
+  rate from a producer that is already connected; latency = when this process consumed the
+  result - the input record's Kafka timestamp (set when the record is handed to the producer).
 The ratio pipeline/raw is the figure of merit; absolute numbers depend on the machine, which is
 recorded with the results.
 """

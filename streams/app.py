@@ -240,6 +240,11 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
 
     group_offsets = GroupOffsets(settings, app.conf.id)
 
+    def faust_committed(tp: Any) -> int | None:
+        """Faust's own record of the committed offset: private (its public API has none), and the
+        one that shows records processed but never committed after a rebalance."""
+        return cast(int | None, getattr(app.consumer, "_committed_offset", {}).get(tp))
+
     async def assignment_start(tp: Any) -> int | None:
         """Where reading must start after an assignment: the group's committed offset from the
         broker, else the log start (auto_offset_reset=earliest). Faust's own record of it is not
@@ -253,7 +258,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
             log.warning(
                 "%s[%d]: committed offset unavailable (%r); using the worker's", tp.topic, tp.partition, exc
             )
-            return cast(int | None, getattr(app.consumer, "_committed_offset", {}).get(tp))
+            return faust_committed(tp)
 
     async def check_contiguous(events: Sequence[EventT]) -> None:
         """Exit at once, committing nothing, if the consumer skipped offsets of a partition.
@@ -341,23 +346,28 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         liveness.forget(set(owned))
         if not owned:
             return
+        committed: dict[tuple[str, int], int | None] = {}
+        for key, tp in owned.items():
+            known = faust_committed(tp)  # never committed: commits stand where this worker started
+            committed[key] = first_taken.get(key) if known is None else known
+        # Only a partition with neither a commit nor a record taken needs its log start.
+        unknown = [
+            tp for key, tp in owned.items() if (committed[key] or -1) < 0 and expected.get(key, -1) < 0
+        ]
         try:
-            # Both from the broker, bounded: a partition that is never fetched (faust-streaming#629)
+            # From the broker, bounded: a partition that is never fetched (faust-streaming#629)
             # has no high watermark in the consumer's own fetch state.
             async with asyncio.timeout(LIVENESS_EVERY_S):
                 ends = await consumer.highwaters(*owned.values())
-                starts = await consumer.earliest_offsets(*owned.values())
+                starts = await consumer.earliest_offsets(*unknown) if unknown else {}
         except Exception as exc:  # a broker outage is not a stalled consumer: check again later
             log.debug("liveness: no offsets from the broker this time (%r)", exc)
             return
         now = time.monotonic()
         for key, tp in owned.items():
-            # Faust's committed offset is private (its public API has none), and it is the one
-            # that shows records processed but never committed after a rebalance.
-            committed = getattr(consumer, "_committed_offset", {}).get(tp)
-            if committed is None:  # never committed: commits stand where this worker started
-                committed = first_taken.get(key)
-            stall = liveness.observe(key, ends.get(tp), starts.get(tp), expected.get(key), committed, now)
+            stall = liveness.observe(
+                key, ends.get(tp), starts.get(tp), expected.get(key), committed[key], now
+            )
             if stall is not None:
                 log.critical("liveness: %s; stopping the worker so that it is restarted", stall)
                 stop_loudly(WorkerStalled(str(stall)))

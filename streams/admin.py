@@ -61,14 +61,15 @@ class GroupOffsets:
         self._group = group
         self._timeout = timeout
 
-    def committed(self, topic: str, partition: int) -> int | None:
-        """The group's committed offset for the partition; None when it has never committed one.
-        Blocking (one OffsetFetch round trip): call it from a thread in async code."""
-        request = ConsumerGroupTopicPartitions(self._group, [TopicPartition(topic, partition)])
+    def committed(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        """The group's committed offset of each partition, in one request; None where it has never
+        committed one. Blocking (one OffsetFetch round trip): call it from a thread in async code."""
+        request = ConsumerGroupTopicPartitions(self._group, [TopicPartition(t, p) for t, p in partitions])
         futures = self._admin.list_consumer_group_offsets([request])
         answer = futures[self._group].result(timeout=self._timeout)
+        found: dict[tuple[str, int], int | None] = dict.fromkeys(partitions)
         for tp in answer.topic_partitions or []:
             if tp.error is not None:
                 raise KafkaException(tp.error)
-            return tp.offset if tp.offset >= 0 else None
-        return None
+            found[tp.topic, tp.partition] = tp.offset if tp.offset >= 0 else None
+        return found

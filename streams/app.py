@@ -245,20 +245,41 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         one that shows records processed but never committed after a rebalance."""
         return cast(int | None, getattr(app.consumer, "_committed_offset", {}).get(tp))
 
-    async def assignment_start(tp: Any) -> int | None:
-        """Where reading must start after an assignment: the group's committed offset from the
-        broker, else the log start (auto_offset_reset=earliest). Faust's own record of it is not
-        enough: it has none before its first seek, which can come after the first records."""
+    starts: dict[tuple[str, int], int | None] = {}  # where each assignment must start reading
+    lookup: asyncio.Task[None] | None = None
+
+    async def look_up_starts(tps: list[Any]) -> None:
+        """The group's committed offsets from the broker, else the log start
+        (auto_offset_reset=earliest), for every input partition that has no start yet: one
+        request each for all of them, not one per partition on the record path. Faust's own
+        record is not enough: it has none before its first seek, which can come after the first
+        records."""
         try:
-            committed = await asyncio.to_thread(group_offsets.committed, tp.topic, tp.partition)
-            if committed is not None:
-                return committed
-            return (await app.consumer.earliest_offsets(tp)).get(tp)
-        except Exception as exc:  # the broker is away: Faust's view is the best there is
-            log.warning(
-                "%s[%d]: committed offset unavailable (%r); using the worker's", tp.topic, tp.partition, exc
+            committed = await asyncio.to_thread(
+                group_offsets.committed, [(tp.topic, tp.partition) for tp in tps]
             )
-            return faust_committed(tp)
+            missing = [tp for tp in tps if committed[tp.topic, tp.partition] is None]
+            earliest = await app.consumer.earliest_offsets(*missing) if missing else {}
+            for tp in tps:
+                key = (tp.topic, tp.partition)
+                starts[key] = committed[key] if committed[key] is not None else earliest.get(tp)
+        except Exception as exc:  # the broker is away: Faust's view is the best there is
+            log.warning("committed offsets unavailable (%r); using the worker's", exc)
+            for tp in tps:
+                starts[tp.topic, tp.partition] = faust_committed(tp)
+
+    async def assignment_start(tp: Any) -> int | None:
+        """Where reading must start after an assignment (looked up with every other partition
+        that needs it, once per assignment)."""
+        nonlocal lookup
+        key = (tp.topic, tp.partition)
+        while key not in starts:
+            if lookup is None or lookup.done():
+                owned = [p for p in app.consumer.assignment() if p.topic in watched]
+                need = [p for p in owned if (p.topic, p.partition) not in starts] or [tp]
+                lookup = asyncio.ensure_future(look_up_starts(need))
+            await asyncio.shield(lookup)
+        return starts[key]
 
     async def check_contiguous(events: Sequence[EventT]) -> None:
         """Exit at once, committing nothing, if the consumer skipped offsets of a partition.
@@ -299,6 +320,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         for tp in args[0] if args else ():
             expected.pop((tp.topic, tp.partition), None)
             first_taken.pop((tp.topic, tp.partition), None)
+            starts.pop((tp.topic, tp.partition), None)
 
     app.on_partitions_revoked.connect(forget_revoked)
 

@@ -324,6 +324,20 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
 
     app.on_partitions_revoked.connect(forget_revoked)
 
+    async def hold_flow_until_seek(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """on_rebalance_complete receiver: stop the consumer's flow until Faust has sought the
+        stream partitions to their committed offsets.
+
+        Faust 0.15.3 resumes the stream partitions, then seeks, while the flow is still on from
+        reading the changelogs. The fetch loop can deliver records from before the seek and go on
+        with that stale batch afterwards, and the queues are cleared in between: a worker took
+        offset 21, then 49 (tests/integration/test_faults.py, every restart after a SIGKILL).
+        Faust resumes the flow itself once the seek is done, and the stale batch is dropped
+        because the flow stopped under it."""
+        app.consumer.stop_flow()
+
+    app.on_rebalance_complete.connect(hold_flow_until_seek)
+
     def make_agent(route: Route) -> Any:
         async def agent(stream: StreamT) -> None:
             assert isinstance(stream, faust.Stream)  # take_events is on the class, not the protocol

@@ -371,7 +371,12 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     @app.timer(STATS_EVERY_S)
     async def report() -> None:
         if stats:
-            log.info("processed so far: %s", ", ".join(f"{k}={v}" for k, v in sorted(stats.items())))
+            log.info(
+                "processed so far: %s; Triton requests %d, %d of them abandoned at their deadline",
+                ", ".join(f"{k}={v}" for k, v in sorted(stats.items())),
+                models.calls,
+                models.abandoned,
+            )
 
     @app.timer(LIVENESS_EVERY_S)
     async def check_liveness() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
@@ -33,6 +33,10 @@ RETRYABLE = frozenset(
 )
 TEXT_OUTPUTS = ("sentiment_probs", "intent_probs", "embedding")
 REC_OUTPUTS = ("top_items", "top_scores")
+# How long the gRPC deadline outlasts the worker's own (see TritonModels._call): Triton
+# 2.51's gRPC frontend can crash when a client cancels a request as it completes
+# (triton-inference-server/server#7368, fixed in 24.12), so deadlines are not cancellations.
+ABANDON_GRACE_S = 5.0
 
 
 def classify(model: str, exc: InferenceServerException) -> InferenceError:
@@ -66,6 +70,7 @@ class TritonModels:
         self._tokenizer = tokenizer
         self._client: InferenceServerClient | None = None
         self.calls = 0
+        self.abandoned = 0  # requests the worker stopped waiting for (see _call)
 
     def _get_client(self) -> InferenceServerClient:
         if self._client is None:
@@ -142,16 +147,7 @@ class TritonModels:
             remaining = give_up - time.monotonic()
             timeout = min(self._settings.triton_timeout_s, max(remaining, 0.001))
             try:
-                self.calls += 1
-                result = await self._get_client().infer(
-                    model,
-                    inputs,
-                    outputs=requested,
-                    client_timeout=timeout,
-                    # the same deadline for Triton's queue policy: a request this client gave up on
-                    # is dropped from the queue instead of being computed for nobody
-                    timeout=max(1, int(timeout * 1_000_000)),
-                )
+                result = await self._call(model, inputs, requested, wait_s=timeout)
             except InferenceServerException as exc:
                 err = classify(model, exc)
                 if isinstance(err, RejectedInference):
@@ -177,6 +173,43 @@ class TritonModels:
                 backoff = min(backoff * 2, 2.0)
                 continue
             return {name: np.asarray(result.as_numpy(name)) for name in outputs}
+
+    async def _call(
+        self, model: str, inputs: list[InferInput], requested: list[InferRequestedOutput], wait_s: float
+    ) -> InferResult:
+        """One request that ends for the worker after `wait_s` seconds, never by cancelling it.
+
+        Triton's queue policy gets the same deadline (microseconds) and drops a request still
+        queued then, so nothing is computed for nobody. The gRPC deadline is ABANDON_GRACE_S
+        later and only bounds a server that stopped answering: a cancellation racing Triton's
+        own answer can crash Triton 2.51's gRPC frontend (SIGSEGV; seen here under overload)."""
+        self.calls += 1
+        call = asyncio.ensure_future(
+            self._get_client().infer(
+                model,
+                inputs,
+                outputs=requested,
+                client_timeout=wait_s + ABANDON_GRACE_S,
+                timeout=max(1, int(wait_s * 1_000_000)),
+            )
+        )
+        try:
+            return await asyncio.wait_for(asyncio.shield(call), wait_s)
+        except TimeoutError:
+            self.abandoned += 1
+            raise InferenceServerException(
+                f"no answer within {wait_s:.3f}s (left to Triton's queue timeout)",
+                status="StatusCode.DEADLINE_EXCEEDED",
+            ) from None
+        finally:
+            if not call.done():
+                call.add_done_callback(_settled)
+
+
+def _settled(call: asyncio.Future[InferResult]) -> None:
+    """Done callback of an abandoned request: its outcome is nobody's, but it is retrieved."""
+    if not call.cancelled():
+        call.exception()
 
 
 def _input(name: str, array: np.ndarray) -> InferInput:

@@ -48,6 +48,7 @@ _MVN_TIMEOUT_S = 900.0
 # With `sasl_users`, the client listener speaks SASL_PLAINTEXT (mechanism PLAIN) and the broker
 # authenticates to itself there as BROKER_USER, with a random password made per KafkaServer.
 SASL_LISTENER = "SASL_PLAINTEXT"
+TLS_LISTENER = "SASL_SSL"  # beside it, with `tls`
 BROKER_USER = "broker"
 # Names and passwords go into a JAAS line inside server.properties: keep them to characters that
 # need no quoting in either format.
@@ -164,6 +165,56 @@ def _java() -> str:
     return java
 
 
+@dataclass(frozen=True)
+class TlsKeystore:
+    """The broker's key and certificate (PKCS12) and that certificate in PEM, which clients
+    trust as their CA (`MS_KAFKA_SSL_CAFILE`)."""
+
+    keystore: Path
+    password: str = field(repr=False)
+    cafile: Path
+
+
+def make_tls_keystore(folder: Path, host: str = "127.0.0.1") -> TlsKeystore:
+    """A self-signed certificate for `host` (IP SAN: clients check it) made with the JDK's
+    keytool, valid 2 days: for test brokers only."""
+    keytool = Path(os.path.realpath(_java())).with_name("keytool")
+    if not keytool.is_file():
+        raise StackError(f"keytool not found next to {_java()}; the TLS listener needs the JDK's keytool")
+    folder.mkdir(parents=True, exist_ok=True)
+    keystore, cafile = folder / "broker.p12", folder / "ca.pem"
+    password = secrets.token_urlsafe(18)
+    for path in (keystore, cafile):
+        path.unlink(missing_ok=True)
+    common = ["-keystore", str(keystore), "-storetype", "PKCS12", "-storepass", password]
+    for argv in (
+        [
+            "-genkeypair",
+            "-alias",
+            "broker",
+            "-keyalg",
+            "RSA",
+            "-keysize",
+            "2048",
+            "-validity",
+            "2",
+            "-dname",
+            f"CN={host}",
+            "-ext",
+            f"SAN=IP:{host},DNS:localhost",
+            "-keypass",
+            password,
+        ],
+        ["-exportcert", "-alias", "broker", "-rfc", "-file", str(cafile)],
+    ):
+        done = subprocess.run(
+            [str(keytool), *argv, *common], capture_output=True, text=True, timeout=60, check=False
+        )
+        if done.returncode != 0:
+            raise StackError(f"keytool {argv[0]} failed ({done.returncode}): {done.stderr.strip()}")
+    return TlsKeystore(keystore, password, cafile)
+
+
 @dataclass
 class KafkaServer:
     """One single-node KRaft broker+controller listening on `host` only.
@@ -188,6 +239,9 @@ class KafkaServer:
     made per object; `client_security()` gives that configuration. server.properties then holds
     the passwords, so it is written readable by its owner only; Kafka logs password values as
     [hidden].
+
+    `tls` (with `sasl_users`) adds a SASL_SSL client listener on `tls_port` with that keystore;
+    the SASL_PLAINTEXT one stays for the broker itself and the stack's admin calls.
     """
 
     state_dir: Path
@@ -199,12 +253,16 @@ class KafkaServer:
     keep_data: bool = False
     stop_grace: float = 30.0
     sasl_users: Mapping[str, str] | None = field(default=None, repr=False)
+    tls: TlsKeystore | None = None
+    tls_port: int = 0
     _broker_password: str = field(default_factory=lambda: secrets.token_urlsafe(24), init=False, repr=False)
     _proc: ManagedProcess | None = field(default=None, init=False, repr=False)
     _data_dir: Path | None = field(default=None, init=False, repr=False)
     _started_once: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.tls is not None and self.sasl_users is None:
+            raise ValueError("a TLS listener needs sasl_users: it is SASL_SSL")
         for user, password in (self.sasl_users or {}).items():
             if user == BROKER_USER:
                 raise ValueError(f"SASL user {BROKER_USER!r} is reserved for the broker itself")
@@ -224,6 +282,13 @@ class KafkaServer:
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def tls_bootstrap(self) -> str:
+        """The SASL_SSL listener (with `tls`), known after the first `start()`."""
+        if self.tls is None or not self.tls_port:
+            raise StackError("this broker has no TLS listener (yet)")
+        return f"{self.host}:{self.tls_port}"
 
     @property
     def log_path(self) -> Path:
@@ -371,6 +436,11 @@ class KafkaServer:
                 controller_port,
             )
         self.port, self.controller_port = port, controller_port
+        if self.tls is not None:
+            tls_port = free_port(self.tls_port, self.host)
+            while tls_port in (port, controller_port):
+                tls_port = free_port(0, self.host)
+            self.tls_port = tls_port
 
     def _render_properties(self) -> str:
         assert self._data_dir is not None
@@ -417,6 +487,23 @@ class KafkaServer:
                     "sasl.enabled.mechanisms": "PLAIN",
                     "sasl.mechanism.inter.broker.protocol": "PLAIN",
                     f"listener.name.{SASL_LISTENER.lower()}.plain.sasl.jaas.config": self._plain_jaas(),
+                }
+            )
+        if self.tls is not None:
+            tls = f"{TLS_LISTENER}://{self.host}:{self.tls_port}"
+            prefix = f"listener.name.{TLS_LISTENER.lower()}"
+            props.update(
+                {
+                    "listeners": f"{props['listeners']},{tls}",
+                    "advertised.listeners": f"{props['advertised.listeners']},{tls}",
+                    "listener.security.protocol.map": (
+                        f"{props['listener.security.protocol.map']},{TLS_LISTENER}:{TLS_LISTENER}"
+                    ),
+                    f"{prefix}.plain.sasl.jaas.config": self._plain_jaas(),
+                    f"{prefix}.ssl.keystore.type": "PKCS12",
+                    f"{prefix}.ssl.keystore.location": str(self.tls.keystore),
+                    f"{prefix}.ssl.keystore.password": self.tls.password,
+                    f"{prefix}.ssl.key.password": self.tls.password,
                 }
             )
         props.update(self.extra_config)

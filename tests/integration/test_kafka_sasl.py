@@ -1,9 +1,11 @@
-"""Kafka with SASL: a broker whose client listener is SASL_PLAINTEXT (mechanism PLAIN) refuses
-clients without valid credentials, while the worker, the producer CLI, the admin calls and the
-readers, configured only through `Settings` (MS_* variables), work end to end.
+"""Kafka with SASL and TLS: a broker whose client listeners are SASL_PLAINTEXT and SASL_SSL
+(mechanism PLAIN) refuses clients without valid credentials, or that do not trust its
+certificate, while the worker, the producer CLI, the admin calls and the readers, configured only
+through `Settings` (MS_* variables), work end to end on either listener.
 
 The broker is a second, throwaway one (the session's stays PLAINTEXT for the other tests) in a
-temporary folder, on free ports, with the repository's cached jars; Triton is the session's.
+temporary folder, on free ports, with the repository's cached jars and a self-signed certificate
+made by keytool; Triton is the session's.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from confluent_kafka.admin import AdminClient
 from producers.events import EventFactory
 from producers.kafka import produce
 from stack.errors import StackError
-from stack.kafka import KafkaServer, create_topics
+from stack.kafka import KafkaServer, TlsKeystore, create_topics, make_tls_keystore
 from stack.local import REPO, STATE_DIR, LocalStack, WorkerProcess, settings_env
 from stack.observe import TopicReader, wait_caught_up
 from stack.process import wait_until
@@ -52,16 +54,25 @@ CATCH_UP_S = 180.0
 class SaslKafka:
     server: KafkaServer
     password: str
+    tls: TlsKeystore
 
-    def settings(self, stack: LocalStack, password: str | None = None, **overrides: Any) -> Settings:
-        """Settings for this broker (and the session's Triton) with user `scorer`."""
+    def settings(
+        self,
+        stack: LocalStack,
+        password: str | None = None,
+        protocol: str = "SASL_PLAINTEXT",
+        **overrides: Any,
+    ) -> Settings:
+        """Settings for this broker (and the session's Triton) with user `scorer`, on the
+        SASL_PLAINTEXT listener or the SASL_SSL one (trusting the broker's certificate)."""
+        tls = protocol == "SASL_SSL"
         return stack.settings(
-            kafka_bootstrap=self.server.bootstrap,
-            kafka_security_protocol="SASL_PLAINTEXT",
+            kafka_bootstrap=self.server.tls_bootstrap if tls else self.server.bootstrap,
+            kafka_security_protocol=protocol,
             kafka_sasl_mechanism="PLAIN",
             kafka_sasl_username=USER,
             kafka_sasl_password=password if password is not None else self.password,
-            **overrides,
+            **({"kafka_ssl_cafile": self.tls.cafile} if tls else {}) | overrides,
         )
 
 
@@ -69,16 +80,19 @@ class SaslKafka:
 def sasl_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslKafka]:
     # Distinctive and random: a leak anywhere is found by a plain substring search.
     password = f"pw-{secrets.token_hex(16)}"
+    state = tmp_path_factory.mktemp("sasl-kafka")
+    tls = make_tls_keystore(state / "tls")
     server = KafkaServer(
-        state_dir=tmp_path_factory.mktemp("sasl-kafka"),
+        state_dir=state,
         port=0,  # free ports: never the session broker's
         controller_port=0,
         jar_cache=STATE_DIR,
         sasl_users={USER: password},
+        tls=tls,
     )
     try:
         server.start()
-        yield SaslKafka(server, password)
+        yield SaslKafka(server, password, tls)
     finally:
         server.stop()
 
@@ -139,6 +153,16 @@ def test_a_client_with_a_wrong_password_is_refused(local_stack: LocalStack, sasl
     assert report.failed == 1 and not report.delivered, report.summary()
 
 
+def test_a_client_that_does_not_trust_the_certificate_is_refused(
+    local_stack: LocalStack, sasl_kafka: SaslKafka
+) -> None:
+    untrusting = sasl_kafka.settings(local_stack, protocol="SASL_SSL", kafka_ssl_cafile=None)
+    error, reported, took = _refused(untrusting.confluent_config())
+    assert error.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._SSL), error
+    assert took < REFUSED_WITHIN_S + 5
+    assert any("certificate verify failed" in e.str() for e in reported), reported
+
+
 @dataclass
 class SaslRun:
     settings: Settings
@@ -147,17 +171,21 @@ class SaslRun:
     worker_log: str
 
 
-@pytest.fixture(scope="module")
-def sasl_run(local_stack: LocalStack, sasl_kafka: SaslKafka) -> Iterator[SaslRun]:
+@pytest.fixture(scope="module", params=["SASL_PLAINTEXT", "SASL_SSL"])
+def sasl_run(
+    request: pytest.FixtureRequest, local_stack: LocalStack, sasl_kafka: SaslKafka
+) -> Iterator[SaslRun]:
     """One worker with the right credentials, at DEBUG (the most it can log), scoring one chat
     message that the producer CLI sent; every client here takes its security from Settings."""
     prefix = f"t{uuid.uuid4().hex[:10]}-"
-    settings = sasl_kafka.settings(local_stack, topic_prefix=prefix, batch_within_s=0.02, log_level="debug")
+    settings = sasl_kafka.settings(
+        local_stack, protocol=request.param, topic_prefix=prefix, batch_within_s=0.02, log_level="debug"
+    )
     topics = settings.topics
     # `python -m streams create-topics`' code path, then the stack's, which also waits for leaders
     assert set(ensure_topics(settings)) == set(topics.all())
     create_topics(
-        sasl_kafka.server.bootstrap,
+        settings.kafka_bootstrap,
         dict.fromkeys(topics.all(), settings.partitions),
         client_config=settings.confluent_config(),
     )
@@ -214,13 +242,16 @@ def test_the_worker_with_credentials_scores_a_chat_end_to_end(sasl_run: SaslRun)
     assert [r.in_reply_to for r in sasl_run.replies] == [sasl_run.chat.message_id]
     assert sasl_run.replies[0].action in ("reply", "handoff")
     assert f"Authenticated as {USER} via PLAIN" in sasl_run.worker_log  # aiokafka's own line
+    # on the listener of its protocol: SASL_SSL's port refuses anything but TLS
+    assert sasl_run.settings.kafka_bootstrap in sasl_run.worker_log
 
 
 def test_the_password_is_never_logged_nor_shown(sasl_run: SaslRun, sasl_kafka: SaslKafka) -> None:
     password, settings = sasl_kafka.password, sasl_run.settings
     assert "Request to" in sasl_run.worker_log  # it really ran at DEBUG, requests included
     assert password not in sasl_run.worker_log
-    assert password not in sasl_kafka.server.log_path.read_text(errors="replace")
+    broker_log = sasl_kafka.server.log_path.read_text(errors="replace")
+    assert password not in broker_log and sasl_kafka.tls.password not in broker_log
     assert password not in repr(settings) and password not in str(settings)
     assert password not in settings.model_dump_json()
     # server.properties holds the broker's user list: readable by its owner only

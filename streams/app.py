@@ -15,13 +15,13 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
 from aiokafka.partitioner import murmur2
-from faust.types import EventT, StreamT, TableT
+from faust.types import ChannelT, EventT, StreamT, TableT
 
 from streams.admin import GroupOffsets
 from streams.campaigns import load_campaigns
@@ -136,6 +136,36 @@ def _hard_exit() -> None:
     log.critical("exiting hard (code %d), committing nothing more", EXIT_FATAL)
     logging.shutdown()
     os._exit(EXIT_FATAL)
+
+
+def seek_fresh_partitions_too(consumer: Any, inputs: set[str]) -> None:
+    """Make Faust's seek to the committed offsets also seek the partitions of `inputs` that the
+    group never committed, to their log start (what auto_offset_reset=earliest means). Patches
+    the consumer once; later calls do nothing.
+
+    Faust (0.15.3) drops the records a fetch returns while its flow is stopped (during a
+    rebalance) and seeks back to the committed offsets, but aiokafka's seek_to_committed skips a
+    partition without a committed offset (or with 0), so its position stays past the dropped
+    records. In the fault tests a restarted worker never saw the 30 records of chat[1] (the
+    partition stalled until the liveness check restarted the worker), and another skipped the
+    first 10 of chat[2] (the skip guard's exit)."""
+    if getattr(consumer, "_ms_seeks_fresh", False):
+        return
+    seek_to_committed = consumer.seek_to_committed  # Faust's ThreadDelegateConsumer: private API
+
+    async def seek_all_to_committed() -> Mapping[Any, int]:
+        committed = await seek_to_committed()
+        fresh = [tp for tp, offset in committed.items() if not offset and tp.topic in inputs]
+        if fresh:
+            await consumer._thread.seek_to_beginning(*fresh)
+            log.info(
+                "never committed, so read from the log start: %s",
+                ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(fresh)),
+            )
+        return committed
+
+    consumer.seek_to_committed = seek_all_to_committed
+    consumer._ms_seeks_fresh = True
 
 
 def create_app(settings: Settings, health: Health | None = None) -> faust.App:
@@ -338,14 +368,42 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
 
     app.on_rebalance_complete.connect(hold_flow_until_seek)
 
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        seek_fresh_partitions_too(app.consumer, watched)
+
+    app.on_partitions_assigned.connect(on_assigned)
+
+    busy: dict[str, float] = {}  # agent -> when the batch it is inside began
+    queued: dict[str, Callable[[], int]] = {}  # agent -> records waiting in its stream's queue
+
+    def diagnose(tp: Any) -> str:
+        """Where a stalled partition's records stop, for the liveness log: Faust's fetch state
+        (private attributes, read defensively) and the partition's agent."""
+        consumer = app.consumer
+        active = getattr(consumer, "_active_partitions", None) or set()
+        route = routes[tp.topic].name
+        began = busy.get(route)
+        depth = queued[route]() if route in queued else "?"
+        return (
+            f"fetching {'on' if tp in active else 'off'}"
+            f" (paused {tp in getattr(consumer, '_paused_partitions', ())},"
+            f" buffer full {tp in getattr(consumer, '_buffered_partitions', ())}),"
+            f" flow {'on' if getattr(consumer, 'flow_active', None) else 'off'},"
+            f" read offset {getattr(consumer, '_read_offset', {}).get(tp)};"
+            f" {route} agent: {depth} records queued, "
+            + (f"in a batch for {time.monotonic() - began:.0f}s" if began else "waiting for records")
+        )
+
     def make_agent(route: Route) -> Any:
         async def agent(stream: StreamT) -> None:
             assert isinstance(stream, faust.Stream)  # take_events is on the class, not the protocol
+            queued[route.name] = cast(ChannelT, stream.channel).queue.qsize
             within = settings.bid_batch_within_s if route.name == "bids" else settings.batch_within_s
             async for events in stream.take_events(settings.batch_size, within=within):
                 # take_events acks its buffer in a `finally`, also when the loop body raises or is
                 # cancelled: a crashed batch would be committed unprocessed. Holding one more
                 # reference per message until the outputs are acknowledged prevents that.
+                busy[route.name] = time.monotonic()
                 for event in events:
                     event.message.incref()
                 await check_contiguous(events)
@@ -357,6 +415,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
                 for event in events:
                     event.ack()  # ours; take_events' own ack then makes it final
                 stats[f"in:{route.name}"] += len(batch)
+                del busy[route.name]
 
         agent.__name__ = agent.__qualname__ = f"{route.name}_agent"
         return agent
@@ -410,7 +469,9 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
                 key, ends.get(tp), starts.get(tp), expected.get(key), committed[key], now
             )
             if stall is not None:
-                log.critical("liveness: %s; stopping the worker so that it is restarted", stall)
+                log.critical(
+                    "liveness: %s (%s); stopping the worker so that it is restarted", stall, diagnose(tp)
+                )
                 stop_loudly(WorkerStalled(str(stall)))
                 return
 

@@ -5,6 +5,12 @@ raw bytes, so nothing Faust does can fail on bad input: decoding is ours (`strea
 every record ends as outputs or a dead letter. A batch's outputs are awaited until Kafka has
 acknowledged them before the batch's input offsets are acknowledged (`take_events` acks after
 the loop body), which is what makes the default guarantee at-least-once.
+
+Faust 0.15.3 can skip records around a rebalance; three defences, all exercised by
+tests/integration/test_faults.py: the flow is held until Faust's seek (`hold_flow_until_seek`),
+that seek also covers never-committed partitions (`seek_fresh_partitions_too`), and whatever
+still slips through is caught by the skip guard (`check_contiguous`) or the liveness check,
+which stop the worker uncommitted so that its restart reads the records again.
 """
 
 from __future__ import annotations

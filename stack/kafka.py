@@ -178,9 +178,10 @@ class TlsKeystore:
 def make_tls_keystore(folder: Path, host: str = "127.0.0.1") -> TlsKeystore:
     """A self-signed certificate for `host` (IP SAN: clients check it) made with the JDK's
     keytool, valid 2 days: for test brokers only."""
-    keytool = Path(os.path.realpath(_java())).with_name("keytool")
+    java = _java()
+    keytool = Path(os.path.realpath(java)).with_name("keytool")
     if not keytool.is_file():
-        raise StackError(f"keytool not found next to {_java()}; the TLS listener needs the JDK's keytool")
+        raise StackError(f"keytool not found next to {java}; the TLS listener needs the JDK's keytool")
     folder.mkdir(parents=True, exist_ok=True)
     keystore, cafile = folder / "broker.p12", folder / "ca.pem"
     password = secrets.token_urlsafe(18)

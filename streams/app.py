@@ -465,14 +465,14 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
             # has no high watermark in the consumer's own fetch state.
             async with asyncio.timeout(LIVENESS_EVERY_S):
                 ends = await consumer.highwaters(*owned.values())
-                starts = await consumer.earliest_offsets(*unknown) if unknown else {}
+                log_starts = await consumer.earliest_offsets(*unknown) if unknown else {}
         except Exception as exc:  # a broker outage is not a stalled consumer: check again later
             log.debug("liveness: no offsets from the broker this time (%r)", exc)
             return
         now = time.monotonic()
         for key, tp in owned.items():
             stall = liveness.observe(
-                key, ends.get(tp), starts.get(tp), expected.get(key), committed[key], now
+                key, ends.get(tp), log_starts.get(tp), expected.get(key), committed[key], now
             )
             if stall is not None:
                 log.critical(

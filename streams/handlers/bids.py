@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -158,17 +157,21 @@ class Plan:
     user: str
     profile: Profile
     imps: list[ImpPlan]
-    deadline: float | None
+    deadline: float | None  # on the monotonic clock (`Context.monotonic`)
 
 
 # --- request level --------------------------------------------------------------------------------
 
 
-def deadline_wall_s(record: Record[BidRequest]) -> float | None:
+def deadline_of(record: Record[BidRequest], now: datetime, mono: float) -> float | None:
+    """When the answer must be out, on the monotonic clock: `tmax` (less SAFETY_MS) after the
+    record's Kafka timestamp. The timestamp is wall-clock time, so it is placed against `now`
+    once, with `mono` read at the same moment; every later check and the model's deadline then
+    run on the monotonic clock, which a wall-clock step cannot move."""
     tmax = record.value.tmax
     if tmax is None or record.meta.timestamp_ms is None:
         return None
-    return (record.meta.timestamp_ms + tmax - SAFETY_MS) / 1000.0
+    return mono + (record.meta.timestamp_ms + tmax - SAFETY_MS) / 1000.0 - now.timestamp()
 
 
 def _ext(record: Record[BidRequest], reasons: list[str], propensity: float | None = None) -> ResponseExt:
@@ -467,14 +470,13 @@ async def handle_bids(
         state = _process_state
     topic = ctx.settings.topics.ad_bids
     ledger = Ledger(state, partitions=ctx.settings.partitions)
-    now = ctx.now()
+    now, started = ctx.now(), ctx.monotonic()  # the batch's one reading of the wall clock
     answers: dict[int, BidResponse] = {}
     plans: list[Plan] = []
-    wall = time.time()
     for i, record in enumerate(records):
         request = record.value
-        deadline = deadline_wall_s(record)
-        if deadline is not None and wall >= deadline:
+        deadline = deadline_of(record, now, started)
+        if deadline is not None and started >= deadline:
             answers[i] = _no_bid(
                 record, NoBidReason.INSUFFICIENT_AUCTION_TIME, ["tmax_expired_before_scoring"]
             )
@@ -514,19 +516,18 @@ async def _score(
     answers: dict[int, BidResponse],
 ) -> None:
     deadlines = [p.deadline for p in plans if p.deadline is not None]
-    mono_deadline = time.monotonic() + (min(deadlines) - time.time()) if deadlines else None
     try:
         recs: Recommendations = await ctx.models.recommend(
-            [p.profile.recent_items for p in plans], deadline_s=mono_deadline
+            [p.profile.recent_items for p in plans], deadline_s=min(deadlines, default=None)
         )
     except InferenceError as exc:
         log.warning("recommender failed for %d bid requests: %s", len(plans), exc)
-        expired = bool(deadlines) and time.time() >= min(deadlines)
+        expired = bool(deadlines) and ctx.monotonic() >= min(deadlines)
         for p in plans:
             nbr = NoBidReason.INSUFFICIENT_AUCTION_TIME if expired else NoBidReason.TECHNICAL_ERROR
             answers[p.index] = _no_bid(p.record, nbr, [f"model_unavailable:{exc.status}"])
         return
-    after = time.time()
+    after = ctx.monotonic()
     for row, p in enumerate(plans):
         if p.deadline is not None and after >= p.deadline:
             answers[p.index] = _no_bid(

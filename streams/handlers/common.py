@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,7 +62,13 @@ class Models(Protocol):
 
 @dataclass
 class Context:
-    """What a handler may use: settings, the models, per-user state, a clock."""
+    """What a handler may use: settings, the models, per-user state, a clock.
+
+    The clock has two faces and nothing else in a handler reads time: `now` is the wall clock
+    (UTC), for what is stamped or dated (output `ts`, the bidder's day and pacing line, the
+    event-time skew check); `monotonic` is in seconds, for elapsed time and deadlines, the same
+    clock as the `deadline_s` the models take (`time.monotonic` in production). Tests replace both.
+    """
 
     settings: Settings
     models: Models
@@ -69,6 +76,7 @@ class Context:
     profiles: MutableMapping[str, Any]
     replies: ReplyIndex
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    monotonic: Callable[[], float] = time.monotonic
 
     @property
     def neutral_band(self) -> tuple[float, float]:

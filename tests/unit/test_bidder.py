@@ -1,9 +1,9 @@
 """The bidder, driven in memory: pricing, campaign choice, blocks, budgets, pacing, frequency caps,
-deadlines and the state it keeps. Time is injected (`Context.now`), the recommender is scripted."""
+deadlines and the state it keeps. Time is injected (`Context.now` and `Context.monotonic`, one
+fake clock), the recommender is scripted."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -49,11 +49,12 @@ class ScriptedRecommender:
     """Every history gets the same top 20; records the calls and the deadlines it was given."""
 
     def __init__(
-        self, items: Sequence[int] = TOP, scores: Sequence[float] = SCORES, *, delay_s: float = 0.0
+        self, items: Sequence[int] = TOP, scores: Sequence[float] = SCORES, *, takes_s: float = 0.0
     ) -> None:
         self.items = np.asarray(items, dtype=np.int64)
         self.scores = np.asarray(scores, dtype=np.float32)
-        self.delay_s = delay_s
+        self.takes_s = takes_s  # how far a call moves the bidder's clock
+        self.clock: Clock | None = None
         self.fail: Exception | None = None
         self.calls: list[list[list[int]]] = []
         self.deadlines: list[float | None] = []
@@ -66,8 +67,8 @@ class ScriptedRecommender:
     ) -> Recommendations:
         self.calls.append([list(h) for h in histories])
         self.deadlines.append(deadline_s)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        if self.clock is not None:
+            self.clock.advance(self.takes_s)
         if self.fail is not None:
             raise self.fail
         n = len(histories)
@@ -75,11 +76,26 @@ class ScriptedRecommender:
 
 
 class Clock:
+    """The wall clock (`now`) and the monotonic one, moved together by `advance`; setting `now`
+    alone is a wall-clock step, which the monotonic clock does not see."""
+
     def __init__(self, now: datetime = MIDDAY) -> None:
         self.now = now
+        self.mono = 5_000.0  # any origin: only differences count
 
     def __call__(self) -> datetime:
         return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+def ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
 
 
 def banner(crid: str, w: int = 300, h: int = 250) -> Creative:
@@ -112,6 +128,8 @@ class Bidder:
         self.ctx: Context = make_ctx()
         self.ctx.models = self.models
         self.ctx.now = self.clock
+        self.ctx.monotonic = self.clock.monotonic
+        self.models.clock = self.clock
         self.ctx.settings = Settings(partitions=1)
         self.book = book
         self.state: dict[str, Any] = {}
@@ -515,25 +533,50 @@ async def test_state_is_partition_scoped_json() -> None:
 async def test_expired_tmax_is_a_no_bid_without_asking_the_model() -> None:
     bidder = Bidder(CampaignBook(campaigns=[campaign("avo", [AVOCADO])]))
     bidder.know("u1")
-    now_ms = int(time.time() * 1000)
-    response = await bidder.one(request("u1", tmax=200), ts_ms=now_ms - 10_000)
+    # produced 196 ms ago with tmax 200: 4 ms left, less than the 5 ms kept for the way back
+    response = await bidder.one(request("u1", tmax=200), ts_ms=ms(MIDDAY) - 196)
     assert response.nbr == NoBidReason.INSUFFICIENT_AUCTION_TIME
     assert response.ext.reasons == ["tmax_expired_before_scoring"] and bidder.models.calls == []
+    # 194 ms ago: 6 ms left, so it is scored
+    assert (await bidder.one(request("u1", tmax=200), ts_ms=ms(MIDDAY) - 194)).seatbid
 
 
 async def test_a_deadline_that_passes_while_scoring_gives_no_late_bid() -> None:
-    bidder = Bidder(CampaignBook(campaigns=[campaign("avo", [AVOCADO])]), ScriptedRecommender(delay_s=0.2))
+    bidder = Bidder(CampaignBook(campaigns=[campaign("avo", [AVOCADO])]), ScriptedRecommender(takes_s=0.2))
     bidder.know("u1")
-    now_ms = int(time.time() * 1000)
+    start = bidder.clock.mono
     late, relaxed = await bidder.answer(
-        bidder.record(request("u1", tmax=100), ts_ms=now_ms), bidder.record(request("u1"), ts_ms=now_ms)
+        bidder.record(request("u1", tmax=100), ts_ms=ms(MIDDAY) - 20),
+        bidder.record(request("u1"), ts_ms=ms(MIDDAY)),
     )
     assert late.nbr == NoBidReason.INSUFFICIENT_AUCTION_TIME
     assert late.ext.reasons == ["tmax_expired_while_scoring"]
     assert relaxed.seatbid  # no tmax: the slow answer is still a bid
-    deadline = bidder.models.deadlines[0]
-    assert deadline is not None and deadline <= time.monotonic()  # the model was told the batch's deadline
+    # the model was told the batch's deadline: 100 ms after the Kafka timestamp, less 5 ms of
+    # safety, on the monotonic clock (20 ms of it were gone on arrival)
+    assert bidder.models.deadlines == [pytest.approx(start + 0.075)]
     assert bidder.state["p0/spend/avo"]["bids"] == 1  # the late request was not charged
+
+
+async def test_deadlines_run_on_the_monotonic_clock_not_the_wall_clock() -> None:
+    """A wall-clock step between the batch's start and the model's answer (an NTP correction)
+    neither expires a request nor gives it more time: only the monotonic clock counts."""
+    models = ScriptedRecommender()
+    bidder = Bidder(CampaignBook(campaigns=[campaign("avo", [AVOCADO])]), models)
+    bidder.know("u1")
+    real_recommend = models.recommend
+
+    async def wall_steps_back_an_hour(histories: Sequence[Sequence[int]], **kw: Any) -> Recommendations:
+        bidder.clock.now -= timedelta(hours=1)
+        return await real_recommend(histories, **kw)
+
+    models.recommend = wall_steps_back_an_hour  # type: ignore[method-assign]
+    models.takes_s = 0.05
+    on_time = await bidder.one(request("u1", tmax=100), ts_ms=ms(MIDDAY))
+    assert on_time.seatbid  # 50 of 95 ms used
+    models.takes_s = 0.2
+    late = await bidder.one(request("u1", tmax=100), ts_ms=ms(bidder.clock.now))
+    assert late.ext.reasons == ["tmax_expired_while_scoring"]  # the step back gave it no extra time
 
 
 async def test_an_unavailable_model_is_a_technical_no_bid() -> None:

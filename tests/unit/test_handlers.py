@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -189,7 +188,7 @@ async def test_bids_follow_the_formula_and_answer_every_request() -> None:
     factory = EventFactory(seed=8)
     ctx = make_ctx()
     ctx.profiles["u1"] = {"recent_items": [5, 6], "version": 1}
-    now_ms = int(time.time() * 1000)
+    now_ms = int(NOW.timestamp() * 1000)  # the context's clock
     reqs = [
         factory.bid_request(user_id="u1", tmax=500).value,  # known user: bid
         factory.bid_request(user_id="nobody", tmax=500).value,  # unknown: nbr 8
@@ -267,6 +266,25 @@ async def test_server_rejection_costs_only_the_rejected_record() -> None:
     assert [r.source.offset for r in replies] == [0, 2]  # the neighbours were answered
 
 
+async def test_event_time_skew_is_checked_against_the_context_clock() -> None:
+    """The skew limit (1 h) is measured from `ctx.now`, the clock tests control, not the host's."""
+
+    def post(ahead: timedelta) -> bytes:
+        ts = (NOW + ahead).isoformat()
+        body = {"schema_version": 1, "post_id": "p", "user_id": "u1", "brand": "b", "text": "ok", "ts": ts}
+        return orjson.dumps(body)
+
+    route = Route("social", SocialPost, handle_social, text_field="text", time_field="ts")
+    batch = [
+        (RecordMeta("social", 0, i, b"u1"), post(ahead))
+        for i, ahead in enumerate([timedelta(minutes=59), timedelta(minutes=61)])
+    ]
+    outcomes = await process(batch, route, make_ctx())
+    [dead] = [o for o in outcomes if isinstance(o, DeadLetter)]
+    assert dict(dead.headers)[HEADER_REASON] == b"future_event_time" and dead.value == batch[1][1]
+    assert [s.post_id for s in outputs_of(outcomes, ScoredPost)] == ["p"]
+
+
 async def test_dead_letters_keep_the_record_but_not_its_pii() -> None:
     raw = b'{"schema_version": 1, "text": "mail bob@example.com or call +44 7700 900123", "ts": 5}'
     outcomes = await process(
@@ -281,8 +299,6 @@ async def test_dead_letters_keep_the_record_but_not_its_pii() -> None:
 
 
 async def test_an_idle_cart_turns_into_cart_abandoner_at_the_next_event() -> None:
-    from datetime import timedelta
-
     start = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
     def click(kind: str, minutes: int, **extra: object) -> bytes:

@@ -42,6 +42,7 @@ MAX_ERROR_CHARS = 512
 MAX_VALUE_BYTES = 768 * 1024
 MAX_KEY_BYTES = 16 * 1024
 MAX_COPIED_HEADER_BYTES = 64 * 1024
+PII_MARGIN_BYTES = 1024  # longer than any e-mail (254), phone or card number streams.pii matches
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,13 @@ def dead_letter(
     notes: list[tuple[str, bytes]] = []
 
     def bounded(raw: bytes | None, limit: int, header: str) -> bytes | None:
-        """Redacted, then cut to `limit` bytes; `header` records the original length if cut."""
+        """Cut to `limit` bytes (`header` records the original length if cut), redacted. Only
+        the part kept is scanned, plus a margin longer than any PII match, so an e-mail or
+        card number that starts before the cut is still found whole."""
         if raw is None:
             return None
-        out = clean(raw)
-        if len(out) > limit:
+        out = clean(raw[: limit + PII_MARGIN_BYTES])
+        if len(raw) > limit or len(out) > limit:
             notes.append((header, str(len(raw)).encode()))
             return out[:limit]
         return out

@@ -25,12 +25,12 @@ def decode(raw: bytes | None, model: type[M], *, max_bytes: int) -> M:
     if len(raw) > max_bytes:
         raise BadInput(Reason.OVERSIZED, f"record is {len(raw)} bytes, limit {max_bytes}")
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInput(Reason.NOT_UTF8, f"invalid UTF-8 at byte {exc.start}") from exc
-    try:
-        obj = orjson.loads(raw)
+        obj = orjson.loads(raw)  # one pass: orjson rejects invalid UTF-8 itself
     except orjson.JSONDecodeError as exc:
+        try:  # only on the error path: which of the two was it?
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise BadInput(Reason.NOT_UTF8, f"invalid UTF-8 at byte {bad.start}") from exc
         raise BadInput(Reason.NOT_JSON, str(exc)) from exc
     if not isinstance(obj, dict):
         raise BadInput(Reason.NOT_OBJECT, f"top-level JSON is {type(obj).__name__}, expected an object")

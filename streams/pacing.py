@@ -24,12 +24,16 @@ record whose offset is not beyond the partition's `applied` watermark, so a repl
 twice (its answer is decided again on the current state).
 
 Clock: `now` is passed in (the handler uses `Context.now`), so tests control time.
+
+Values are never changed in place: a read returns the stored value itself (no copy), and a write
+stores a new value. So the bidder's many reads per request (every imp x campaign asks for the
+user's caps and the campaign's spend) cost no copying, and a view that is dropped leaves nothing
+behind in its parent or the store.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -101,9 +105,10 @@ class Ledger:
 
     # --- the state -------------------------------------------------------------------------------
 
-    def _read(self, key: str) -> dict[str, Any]:
+    def _read(self, key: str) -> Mapping[str, Any]:
+        """The stored value itself, read-only (see the module's note on copying)."""
         value = self.get(key)
-        return copy.deepcopy(value) if isinstance(value, dict) else {}
+        return value if isinstance(value, dict) else {}
 
     def watermark(self, topic: str, partition: int) -> int:
         return int(self._read(f"p{partition}/applied/{topic}").get("offset", -1))
@@ -157,18 +162,19 @@ class Ledger:
         return None
 
     def charge(self, campaign: Campaign, user: str, partition: int, now: datetime, cost: int) -> None:
+        """Book one impression: new values for the spend and the user's caps, never an update in
+        place. The campaign's bid times outside its cap window are dropped as they are written."""
         key = f"p{partition}/spend/{campaign.id}"
         entry = self._read(key)
-        if entry.get("day") != _day(now):
-            entry = {"day": _day(now), "micros": 0, "bids": 0}
-        entry["micros"] += cost
-        entry["bids"] += 1
-        self[key] = entry
+        today = _day(now)
+        spent = (
+            (int(entry.get("micros", 0)), int(entry.get("bids", 0))) if entry.get("day") == today else (0, 0)
+        )
+        self[key] = {"day": today, "micros": spent[0] + cost, "bids": spent[1] + 1}
         if campaign.frequency_cap is not None:
             fkey = f"p{partition}/freq/{user}"
-            caps = self._read(fkey)
-            caps[campaign.id] = [*self.seen(campaign, user, partition, now), _ms(now)]
-            self[fkey] = caps
+            times = [*self.seen(campaign, user, partition, now), _ms(now)]
+            self[fkey] = {**self._read(fkey), campaign.id: times}
 
 
 def _day(now: datetime) -> str:

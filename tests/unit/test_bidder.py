@@ -4,6 +4,7 @@ fake clock), the recommender is scripted."""
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from streams.errors import RetryableInference
 from streams.handlers.bids import FORMULA, handle_bids
 from streams.handlers.common import Context, Output, Record
 from streams.inference import Recommendations
-from streams.pacing import partition_of
+from streams.pacing import Ledger, partition_of
 from streams.schemas import BidRequest, BidResponse
 from streams.schemas.bids import MarkupType, NoBidReason
 from streams.segments import RULES
@@ -525,6 +526,36 @@ async def test_state_is_partition_scoped_json() -> None:
     assert {partition_of(k) for k in bidder.state} == {3}
     assert orjson.loads(orjson.dumps(bidder.state)) == bidder.state
     assert bidder.state["p3/applied/bid-requests"] == {"offset": 17}
+
+
+async def test_dropped_views_leave_the_stored_values_as_they_were() -> None:
+    """Reads share the stored values (no copies), so nothing may change one in place: a test
+    request is priced and charged in a view that is then dropped, and the store must not see it."""
+    avo = campaign("avo", [AVOCADO], frequency_cap=FrequencyCap(impressions=5, window_s=3600))
+    bidder = Bidder(CampaignBook(campaigns=[avo]))
+    bidder.know("u1")
+    assert (await bidder.one(request("u1"))).seatbid  # live: spend and caps are stored
+
+    def booked() -> dict[str, Any]:
+        return {k: v for k, v in bidder.state.items() if "/applied/" not in k}
+
+    before = copy.deepcopy(booked())
+    bidder.clock.advance(1)
+    assert (await bidder.one(request("u1", test=1))).seatbid
+    assert booked() == before
+
+
+def test_a_charge_drops_the_campaign_s_bid_times_outside_its_cap_window() -> None:
+    avo = campaign("avo", [AVOCADO], frequency_cap=FrequencyCap(impressions=5, window_s=60))
+    t = ms(MIDDAY)
+    store: dict[str, Any] = {"p0/freq/u1": {"avo": [t - 120_000, t - 30_000], "ban": [t - 120_000]}}
+    ledger = Ledger(store, partitions=1)
+    ledger.charge(avo, "u1", 0, MIDDAY, cost=10)
+    assert store["p0/freq/u1"]["avo"] == [t - 120_000, t - 30_000]  # nothing stored before commit
+    ledger.commit()
+    # ban's window is not known to a charge of avo: the sweep (streams.housekeeping) drops those
+    assert store["p0/freq/u1"] == {"avo": [t - 30_000, t], "ban": [t - 120_000]}
+    assert store["p0/spend/avo"] == {"day": "2026-11-23", "micros": 10, "bids": 1}
 
 
 # --- deadlines and the model ----------------------------------------------------------------------

@@ -8,6 +8,16 @@ are closed by the next post of the same brand, so the result does not depend on 
 wall-clock time; a quiet brand's last window is closed by `flush_idle` from a timer.
 A late post (for a window already closed) is counted in the open window and flagged in its
 summary rather than dropped.
+
+Replays count once. Delivery is at-least-once twice over: the social agent may score a post
+again after a restart (a second `social-scored` record for it), and the brand agent may read
+`social-scored` records again that its table, restored from the changelog, already holds.
+Every scored post names the `social` partition and offset it came from, and each brand keeps
+the highest source offset it folded in per partition (one agent processes a partition in
+order, and so writes its posts in order). A post at or below that mark is a replay: it changes
+nothing, and if it was the post that closed a window, that window is published again,
+identical (its output may have been lost with the worker), from the last few closings the
+state remembers.
 """
 
 from __future__ import annotations
@@ -29,22 +39,9 @@ class AlertRule(BaseModel):
     min_lift: float = Field(default=0.2, ge=0, le=1, description="...and exceed the baseline by this much.")
 
 
-class BrandWindowState(BaseModel):
-    """One brand's open window and its baseline (stored in a table as a dict)."""
+class ClosedWindow(BaseModel):
+    model_config = ConfigDict(frozen=True)
 
-    model_config = ConfigDict(extra="ignore")
-
-    window_start: int | None = None  # epoch seconds
-    volume: int = 0
-    negative: int = 0
-    sum_p_positive: float = 0.0
-    late: int = 0
-    baseline_share: float | None = None
-    windows_closed: int = 0
-
-
-@dataclass(frozen=True)
-class ClosedWindow:
     brand: str
     start: datetime
     end: datetime
@@ -55,6 +52,42 @@ class ClosedWindow:
     baseline_share: float | None  # the baseline before this window was folded in
     alert: bool
     reasons: list[str]
+
+
+class Closing(BaseModel):
+    """A window and the post that closed it (`<source partition>@<source offset>`)."""
+
+    by: str
+    window: ClosedWindow
+
+
+REMEMBERED_CLOSINGS = 8  # per brand: more windows than close between two commits, even in a fast replay
+
+
+class BrandWindowState(BaseModel):
+    """One brand's open window and its baseline (stored in a table as a JSON dict)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    window_start: int | None = None  # epoch seconds
+    volume: int = 0
+    negative: int = 0
+    sum_p_positive: float = 0.0
+    late: int = 0
+    baseline_share: float | None = None
+    windows_closed: int = 0
+    folded: dict[str, int] = Field(
+        default_factory=dict, description="social partition -> highest source offset folded in"
+    )
+    closings: list[Closing] = Field(default_factory=list, description="the latest, oldest first")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a scored post came from on the `social` topic."""
+
+    partition: int
+    offset: int
 
 
 def window_of(ts: datetime, size_s: int) -> int:
@@ -133,3 +166,29 @@ def flush_idle(
     if now.timestamp() < state.window_start + size_s + grace_s:
         return None
     return _close(brand, state, size_s, rule)
+
+
+def observe_once(
+    brand: str,
+    state: BrandWindowState,
+    source: Source | None,
+    ts: datetime,
+    p_positive: float,
+    negative: bool,
+    *,
+    size_s: int,
+    rule: AlertRule,
+) -> ClosedWindow | None:
+    """`observe`, unless the post was folded in already (see the module's docstring): then the
+    window it closed the first time, if it closed one and that is still remembered, else None.
+    A post without a source (written before posts carried one) is always counted."""
+    if source is None:
+        return observe(brand, state, ts, p_positive, negative, size_s=size_s, rule=rule)
+    part, by = str(source.partition), f"{source.partition}@{source.offset}"
+    if source.offset <= state.folded.get(part, -1):
+        return next((c.window for c in state.closings if c.by == by), None)
+    closed = observe(brand, state, ts, p_positive, negative, size_s=size_s, rule=rule)
+    state.folded[part] = source.offset
+    if closed is not None:
+        state.closings = [*state.closings, Closing(by=by, window=closed)][-REMEMBERED_CLOSINGS:]
+    return closed

@@ -118,6 +118,7 @@ async def handle_social(records: Sequence[Record[SocialPost]], ctx: Context) -> 
             ts=post.ts,
             p_positive=round(p_positive, 5),
             sentiment=sentiment_of(p_positive, ctx.neutral_band).label,
+            source=record.source,
         )
         out.append(Output.of(ctx.settings.topics.social_scored, post.brand, scored))
         profile = load_profile(ctx, post.user_id)

@@ -8,7 +8,7 @@ from typing import Any
 
 from streams.handlers.common import Context, Outcome, Output, Record
 from streams.schemas import BrandAlert, BrandWindow, ScoredPost, SentimentLabel
-from streams.trends import AlertRule, BrandWindowState, ClosedWindow, flush_idle, observe
+from streams.trends import AlertRule, BrandWindowState, ClosedWindow, Source, flush_idle, observe_once
 
 RULE = AlertRule()
 
@@ -65,16 +65,17 @@ async def handle_brand_posts(
     for record in records:
         post = record.value
         state = BrandWindowState.model_validate(windows.get(post.brand) or {})
-        closed = observe(
+        closed = observe_once(
             post.brand,
             state,
+            None if post.source is None else Source(post.source.partition, post.source.offset),
             post.ts,
             post.p_positive,
             post.sentiment is SentimentLabel.NEGATIVE,
             size_s=size,
             rule=RULE,
         )
-        windows[post.brand] = state.model_dump()
+        windows[post.brand] = state.model_dump(mode="json")
         if closed is not None:
             out.extend(_outputs(closed, ctx))
     return out
@@ -94,6 +95,6 @@ def flush_quiet_brands(ctx: Context, windows: MutableMapping[str, Any], now: dat
             rule=RULE,
         )
         if closed is not None:
-            windows[brand] = state.model_dump()
+            windows[brand] = state.model_dump(mode="json")
             out.extend(_outputs(closed, ctx))
     return out

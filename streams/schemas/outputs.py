@@ -78,6 +78,9 @@ class ScoredPost(OutputModel):
     ts: AwareDatetime
     p_positive: float = Field(ge=0, le=1)
     sentiment: SentimentLabel
+    source: SourceRef | None = Field(
+        default=None, description="The social post this was scored from: brand windows count each once."
+    )
 
     model_config = ConfigDict(extra="ignore", frozen=True)  # read back by the worker: tolerate additions
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from streams.trends import AlertRule, BrandWindowState, flush_idle, observe
+from streams.trends import (
+    REMEMBERED_CLOSINGS,
+    AlertRule,
+    BrandWindowState,
+    ClosedWindow,
+    Source,
+    flush_idle,
+    observe,
+    observe_once,
+)
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 RULE = AlertRule(min_volume=4, min_windows=2, min_share=0.4, min_lift=0.2)
@@ -55,3 +64,53 @@ def test_flush_waits_for_the_grace_period() -> None:
     assert flush_idle("acme", state, T0 + timedelta(seconds=89), size_s=60, grace_s=30, rule=RULE) is None
     assert flush_idle("acme", state, T0 + timedelta(seconds=90), size_s=60, grace_s=30, rule=RULE) is not None
     assert state.window_start is None
+
+
+def posts(window: int, total: int, negatives: int) -> list[tuple[datetime, float, bool]]:
+    return [
+        (T0 + timedelta(seconds=60 * window + i), 0.1 if i < negatives else 0.9, i < negatives)
+        for i in range(total)
+    ]
+
+
+def test_a_replayed_post_is_counted_once_and_its_window_is_published_again_identical() -> None:
+    """Scored posts from social partition 0 at offsets 0..; the worker dies after offset 7
+    (which closed window 0) and the posts from offset 4 on are read again."""
+    feed_ = posts(0, 5, 2) + posts(1, 5, 0)
+    state = BrandWindowState()
+    first: dict[int, ClosedWindow | None] = {}
+    for offset, (ts, p, neg) in enumerate(feed_[:8]):
+        first[offset] = observe_once("acme", state, Source(0, offset), ts, p, neg, size_s=60, rule=RULE)
+    [closer] = [o for o, c in first.items() if c is not None]
+    assert closer == 5 and first[5] is not None and first[5].volume == 5
+    volume = state.volume
+    replayed = {
+        offset: observe_once("acme", state, Source(0, offset), ts, p, neg, size_s=60, rule=RULE)
+        for offset, (ts, p, neg) in enumerate(feed_[:8])
+        if offset >= 4
+    }
+    assert replayed[5] == first[5]  # the same window again: consumers drop it by window_id
+    assert all(replayed[o] is None for o in (4, 6, 7))
+    assert state.volume == volume == 3  # offsets 5, 6, 7 of window 1, each once
+    for offset, (ts, p, neg) in enumerate(feed_[8:], start=8):  # then new posts count
+        observe_once("acme", state, Source(0, offset), ts, p, neg, size_s=60, rule=RULE)
+    assert state.volume == 5
+
+
+def test_sources_are_tracked_per_partition_and_posts_without_one_always_count() -> None:
+    state = BrandWindowState()
+    ts, p = T0, 0.9
+    for source in (Source(0, 10), Source(1, 3), Source(1, 3), Source(0, 9), None, None):
+        observe_once("acme", state, source, ts, p, False, size_s=60, rule=RULE)
+    assert state.volume == 4 and state.folded == {"0": 10, "1": 3}
+
+
+def test_only_the_latest_closings_are_remembered() -> None:
+    state = BrandWindowState()
+    offset = 0
+    for window in range(REMEMBERED_CLOSINGS + 3):
+        for ts, p, neg in posts(window, 2, 1):
+            observe_once("acme", state, Source(0, offset), ts, p, neg, size_s=60, rule=RULE)
+            offset += 1
+    assert len(state.closings) == REMEMBERED_CLOSINGS
+    assert BrandWindowState.model_validate(state.model_dump(mode="json")) == state  # table round trip

@@ -7,6 +7,9 @@ The checks on a record, cheapest first, each a dead letter with its reason when 
 3. the length of its text (`max_text_chars`), before the tokenizer sees it;
 4. its event time, at most `max_event_skew_s` ahead of the worker's clock.
 Texts that pass are cut to the model's `max_seq_len` tokens by the tokenizer (`streams.text`).
+
+A route may answer a record that is dead-lettered as well (`Route.on_invalid`): the bidder owes
+every request a response, so a request that fails the schema but names its `id` gets a no-bid too.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from streams.serde import decode
 log = logging.getLogger("streams.pipeline")
 
 Handler = Callable[[Sequence[Record], Context], Awaitable[list[Outcome]]]
+# A dead-lettered record's answer, beside its dead letter (stage "decode" or "handler"): the
+# record's metadata and original bytes, and why it was dead-lettered.
+InvalidHook = Callable[[RecordMeta, bytes | None, BadInput, Context], list[Outcome]]
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class Route:
     handler: Handler
     text_field: str | None = None  # size-checked before it reaches the tokenizer
     time_field: str | None = None  # event time, checked against the worker's clock
+    on_invalid: InvalidHook | None = None  # what a dead-lettered record gets besides its dead letter
 
 
 def check_event_time(ts: datetime, now: datetime, max_skew_s: float) -> None:
@@ -72,6 +79,8 @@ async def process(
         except BadInput as exc:
             log.warning("%s dead-lettered: %s", where(meta), exc.reason.value)
             out.append(dead_letter(meta, raw, exc, stage="decode", dlq_topic=settings.topics.dlq(meta.topic)))
+            if route.on_invalid is not None:
+                out.extend(route.on_invalid(meta, raw, exc, ctx))
             continue
         good.append(Record(meta, raw, value))
     if good:
@@ -89,7 +98,7 @@ async def _run(records: list[Record], route: Route, ctx: Context) -> list[Outcom
         raise
     except Exception as exc:
         if len(records) == 1:
-            return [_poison(records[0], exc, route, ctx)]
+            return _poison(records[0], exc, route, ctx)
         log.error(
             "%s handler failed on a batch of %d (%s); retrying record by record\n%s",
             route.name,
@@ -104,13 +113,14 @@ async def _run(records: list[Record], route: Route, ctx: Context) -> list[Outcom
         except RetryableInference:
             raise
         except Exception as exc:
-            out.append(_poison(record, exc, route, ctx))
+            out.extend(_poison(record, exc, route, ctx))
     return out
 
 
-def _poison(record: Record, exc: Exception, route: Route, ctx: Context) -> Outcome:
+def _poison(record: Record, exc: Exception, route: Route, ctx: Context) -> list[Outcome]:
     log.error("%s handler failed on %s: %s", route.name, where(record.meta), redact(repr(exc)))
     error = BadInput(Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
-    return dead_letter(
-        record.meta, record.raw, error, stage="handler", dlq_topic=ctx.settings.topics.dlq(record.meta.topic)
-    )
+    dlq_topic = ctx.settings.topics.dlq(record.meta.topic)
+    dead = dead_letter(record.meta, record.raw, error, stage="handler", dlq_topic=dlq_topic)
+    answer = route.on_invalid(record.meta, record.raw, error, ctx) if route.on_invalid is not None else []
+    return [dead, *answer]

@@ -32,6 +32,11 @@ A request, step by step (each refusal is a no-bid with the `nbr` in brackets):
    came closest to a bid (`Stage`).
 5. The winners' costs and impressions are booked in the state (see `streams.pacing`), except for
    test requests (`test=1`, not billable) and replays of records already booked.
+
+A request that is dead-lettered is answered as well when it names its `id` (a JSON object with a
+string `id`): failing the schema or its `schema_version` [2], or the handler failing on it [1]
+(`answer_invalid_request`, the bid route's `on_invalid`). The other dead letters (not UTF-8, not
+JSON, not an object, oversized: never parsed) cannot say what they would answer.
 """
 
 from __future__ import annotations
@@ -44,8 +49,11 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from streams.campaigns import Campaign, CampaignBook, Creative, Propensity
-from streams.errors import InferenceError
+from streams.dlq import RecordMeta
+from streams.errors import BadInput, InferenceError, Reason
 from streams.handlers.common import Context, Outcome, Output, Record
 from streams.handlers.segments import load_profile
 from streams.inference import Recommendations
@@ -53,6 +61,8 @@ from streams.pacing import Ledger, Limit, cost_micros
 from streams.profile import Profile
 from streams.schemas import BidRequest, BidResponse
 from streams.schemas.bids import Bid, Imp, NoBidReason, ResponseExt, SeatBid
+from streams.schemas.common import Id, SourceRef
+from streams.serde import loads
 
 log = logging.getLogger("streams.handlers.bids")
 # Request values echoed in reasons must not carry what the request smuggled in (scripts, PII).
@@ -187,6 +197,39 @@ def _no_bid(
     record: Record[BidRequest], nbr: NoBidReason, reasons: list[str], propensity: float | None = None
 ) -> BidResponse:
     return BidResponse(id=record.value.id, nbr=nbr, ext=_ext(record, reasons, propensity))
+
+
+_REQUEST_ID: TypeAdapter[str] = TypeAdapter(Id)  # as BidRequest.id: what a valid request echoes
+# Dead letters whose record was parsed as a JSON object, and the no-bid they get.
+_INVALID_NBR = {
+    Reason.SCHEMA: NoBidReason.INVALID_REQUEST,
+    Reason.UNKNOWN_SCHEMA_VERSION: NoBidReason.INVALID_REQUEST,
+    Reason.PROCESSING_ERROR: NoBidReason.TECHNICAL_ERROR,
+}
+
+
+def answer_invalid_request(
+    meta: RecordMeta, raw: bytes | None, error: BadInput, ctx: Context
+) -> list[Outcome]:
+    """The no-bid for a dead-lettered request that names its `id`, so the exchange is answered.
+    Keyed and identified like every other answer: `user.id` (else the id), `bid:<source>`. Its
+    reasons say why; the schema's detail holds field paths and messages, never values, and the
+    other details (a schema_version, an exception) are left out because they can hold values."""
+    nbr = _INVALID_NBR.get(error.reason)
+    if nbr is None or raw is None:
+        return []
+    body = loads(raw)  # these reasons come after the record was parsed as a JSON object
+    try:
+        request_id = _REQUEST_ID.validate_python(body.get("id"), strict=True)
+    except ValidationError:
+        return []
+    user = body.get("user")
+    user_id = user.get("id") if isinstance(user, dict) else None
+    key = user_id if isinstance(user_id, str) and user_id else request_id
+    source = SourceRef(topic=meta.topic, partition=meta.partition, offset=meta.offset)
+    reasons = [error.reason.value, *([error.detail] if error.reason is Reason.SCHEMA else [])]
+    ext = ResponseExt(response_id=f"bid:{source.record_id}", reasons=reasons, source=source)
+    return [Output.of(ctx.settings.topics.ad_bids, key, BidResponse(id=request_id, nbr=nbr, ext=ext))]
 
 
 def _request_refusal(request: BidRequest, book: CampaignBook) -> tuple[NoBidReason, str] | None:

@@ -39,6 +39,9 @@ class Profile(BaseModel):
     sentiment: float | None = Field(default=None, description="EWMA of P(positive) of the user's texts")
     texts: int = 0
     segments: list[str] = Field(default_factory=list)
+    segment_since: dict[str, AwareDatetime] = Field(
+        default_factory=dict, description="Event time each of `segments` was entered (for minimum dwell)."
+    )
     version: int = 0
 
     def _seen(self, ts: datetime) -> None:

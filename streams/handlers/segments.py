@@ -52,6 +52,7 @@ def _commit(
     change = evaluate(profile, now)
     if change is not None:
         profile.segments = change.segments
+        profile.segment_since = change.since
         profile.version += 1
         pending.append(_Pending(record, user_id, profile.version, change, list(profile.recent_items), extra))
     ctx.profiles[user_id] = profile.model_dump(mode="json")

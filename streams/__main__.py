@@ -1,9 +1,11 @@
-"""`python -m streams worker`: run one Faust worker process with settings from MS_* variables."""
+"""`python -m streams worker`: run one Faust worker process with settings from MS_* variables.
+`schemas` prints, writes, checks or serves the contract."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -11,7 +13,34 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run a worker until SIGTERM/SIGINT")
     sub.add_parser("create-topics", help="create every topic the scorer uses (idempotent)")
+    schemas = sub.add_parser(
+        "schemas", help="print, write, check or serve the contract: the AsyncAPI document and JSON Schemas"
+    )
+    schemas.add_argument(
+        "name", nargs="?", help="print this payload's JSON Schema (default: the AsyncAPI document)"
+    )
+    action = schemas.add_mutually_exclusive_group()
+    action.add_argument(
+        "--write", action="store_true", help="write contract/, unless a change breaks the contract"
+    )
+    action.add_argument(
+        "--check", action="store_true", help="exit 1 if contract/ differs from the code or breaks it"
+    )
+    action.add_argument("--serve", metavar="[HOST:]PORT", help="serve the files over HTTP (GET / lists them)")
+    schemas.add_argument(
+        "--dir", type=Path, help="the contract directory (default: contract/ in the repository)"
+    )
+    schemas.add_argument(
+        "--allow-breaking",
+        action="store_true",
+        help="--write a breaking change without a schema_version bump",
+    )
     args = parser.parse_args(argv)
+
+    if args.command == "schemas":
+        from streams.contract.cli import main as schemas_main
+
+        return schemas_main(args)
 
     if args.command == "create-topics":
         from streams.admin import ensure_topics

@@ -1,5 +1,5 @@
 """`python -m streams worker`: run one Faust worker process with settings from MS_* variables.
-`schemas` prints, writes, checks or serves the contract."""
+`schemas` prints, writes, checks or serves the contract; `tail` prints a topic's records."""
 
 from __future__ import annotations
 
@@ -35,12 +35,31 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="--write a breaking change without a schema_version bump",
     )
+    tail = sub.add_parser("tail", help="print a topic's records decoded and checked against the contract")
+    tail.add_argument(
+        "topic", help="the topic's name without MS_TOPIC_PREFIX, e.g. segment-updates, chat.dlq"
+    )
+    tail.add_argument("--from-beginning", action="store_true", help="from the log start")
+    tail.add_argument(
+        "--last", type=int, default=10, help="else the last N of each partition (default %(default)s)"
+    )
+    tail.add_argument("--follow", "-f", action="store_true", help="keep printing new records until Ctrl-C")
+    tail.add_argument("--key", help="only records with this key")
+    tail.add_argument("--json", action="store_true", help="one JSON object per record")
+    tail.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to reach the end offsets without --follow"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "schemas":
         from streams.contract.cli import main as schemas_main
 
         return schemas_main(args)
+
+    if args.command == "tail":
+        from streams.tail import main as tail_main
+
+        return tail_main(args)
 
     if args.command == "create-topics":
         from streams.admin import ensure_topics

@@ -14,6 +14,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from streams.schemas.events import ClickEvent, ClickType
 
 MAX_CART = 50
+MAX_CATEGORIES = 50  # category names are free text (64 chars): a profile must not grow with them
 RECENT_EVENTS = 20
 SENTIMENT_ALPHA = 0.3  # weight of the newest text in the sentiment moving average
 DEAL_WORDS = ("sale", "deal", "discount", "coupon", "promo", "offer", "cheap", "voucher", "bogo")
@@ -58,7 +59,7 @@ class Profile(BaseModel):
                 self.deal_searches += 1
         pid = event.product_id
         if pid is not None and event.category:
-            self.categories[event.category] = self.categories.get(event.category, 0) + 1
+            self._count_category(event.category)
         if pid is not None and event.type in (
             ClickType.PRODUCT_VIEW,
             ClickType.ADD_TO_CART,
@@ -77,6 +78,13 @@ class Profile(BaseModel):
             self.last_purchase = event.ts
             self.cart = [p for p in self.cart if p != pid]
             self.last_cart_change = event.ts
+
+    def _count_category(self, category: str) -> None:
+        """Count one product event; past MAX_CATEGORIES, the least counted other category goes."""
+        self.categories[category] = self.categories.get(category, 0) + 1
+        if len(self.categories) > MAX_CATEGORIES:
+            rarest = min((c for c in self.categories if c != category), key=lambda c: (self.categories[c], c))
+            del self.categories[rarest]
 
     def apply_text(self, p_positive: float, ts: datetime) -> None:
         self.texts += 1

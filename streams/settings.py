@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.segments import CHURN_AFTER
 from streams.topics import Topics
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -120,6 +121,13 @@ class Settings(BaseSettings):
         le=50,
         description="Per-user item history fed to the recommender (its spec.json max_history).",
     )
+    profile_ttl_s: float = Field(
+        default=90 * 86_400.0,
+        gt=0,
+        description="A profile whose last event (event time) is this far behind the clock is deleted "
+        "(streams.housekeeping). Must exceed churn_risk's 30 days, or a lapsed customer who returns "
+        "is forgotten before the segment can see them.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -133,6 +141,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"liveness_stall_s ({self.liveness_stall_s:g}) must exceed triton_retry_max_s "
                 f"({self.triton_retry_max_s:g}): a batch retrying an unavailable Triton is not a stall"
+            )
+        if self.profile_ttl_s <= CHURN_AFTER.total_seconds():
+            raise ValueError(
+                f"profile_ttl_s ({self.profile_ttl_s:g}) must exceed churn_risk's window "
+                f"({CHURN_AFTER.total_seconds():g} s): a returning lapsed customer must still be known"
             )
         return self
 

@@ -55,7 +55,8 @@ class ClickEvent(InputModel):
 
 
 class ChatMessage(InputModel):
-    """A customer's message to customer service. Key: `conversation_id`."""
+    """A customer's message to customer service. Key: `user_id`, not the conversation: the
+    user's profile (the reply context) is in the same partition."""
 
     message_id: Id
     conversation_id: Id

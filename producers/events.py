@@ -247,6 +247,17 @@ class EventFactory:
             yield makers[self.rng.choices(topics, weights)[0]]()
 
 
+def request_id_of(raw: bytes | None) -> str | None:
+    """The id an exchange waits for an answer to, in a bid request however malformed: the
+    string `id` (1-128 characters) of a JSON object, else None."""
+    try:
+        body = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        return None
+    request_id = body.get("id") if isinstance(body, dict) else None
+    return request_id if isinstance(request_id, str) and 1 <= len(request_id.strip()) <= 128 else None
+
+
 def bad_records(topic: str, *, max_text_chars: int = 2000) -> list[Produced]:
     """One of each kind of unusable record for `topic`; every one must end in `<topic>.dlq`."""
     examples: dict[str, dict[str, Any]] = {

@@ -9,7 +9,7 @@ from collections import defaultdict
 import orjson
 import pytest
 
-from producers.events import EventFactory, Produced, bad_records
+from producers.events import EventFactory, Produced, bad_records, request_id_of
 from producers.kafka import produce
 from stack.observe import TopicReader, wait_caught_up
 from streams.dlq import HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC
@@ -86,13 +86,21 @@ def test_every_input_gets_its_output_or_dead_letter(scorer: Scorer) -> None:
         assert p.action in ("reply", "handoff") and (p.reply_text or p.handoff_queue)
         assert "worst" not in (p.reply_text or "")
 
-    # ad-bids: one response per request, id = request id
+    # ad-bids: one response per request, id = request id; a bad request that names a string id
+    # (a JSON object, say with an unknown schema_version) gets nbr 2 beside its dead letter
     responses = {
         BidResponse.model_validate(orjson.loads(r.value or b"")).id: r
         for r in reader.by_topic(topics.ad_bids)
     }
     requests = [decode(b.value, BidRequest, max_bytes=65536) for b in bids]
-    assert set(responses) == {r.id for r in requests} and len(reader.by_topic(topics.ad_bids)) == len(bids)
+    invalid = [request_id_of(r.value) for r in bad if r.topic == "bid-requests"]
+    invalid_ids = {i for i in invalid if i is not None}
+    assert invalid_ids, "the bad bid requests should include one that names its id"
+    assert set(responses) == {r.id for r in requests} | invalid_ids
+    assert len(reader.by_topic(topics.ad_bids)) == len(bids) + len(invalid_ids)
+    for request_id in invalid_ids:
+        nbr2 = BidResponse.model_validate(orjson.loads(responses[request_id].value or b""))
+        assert nbr2.nbr == 2 and not nbr2.seatbid, nbr2
     answer = {
         r.user.id: BidResponse.model_validate(orjson.loads(responses[r.id].value or b"")) for r in requests
     }  # type: ignore[union-attr]

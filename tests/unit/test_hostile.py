@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
+from producers.events import request_id_of
 from producers.hostile import (
     HOSTILE_TEXTS,
     HUGE_RECORD_BYTES,
@@ -44,7 +45,7 @@ from streams.dlq import (
     dead_letter,
 )
 from streams.errors import BadInput, Reason
-from streams.handlers.bids import handle_bids
+from streams.handlers.bids import answer_invalid_request, handle_bids
 from streams.handlers.chat import handle_chat
 from streams.handlers.common import Context, Outcome, Output, Record
 from streams.handlers.segments import handle_clicks, handle_social
@@ -84,6 +85,10 @@ def make_ctx() -> Context:
     )
 
 
+# Dead-letter reasons given after the record was parsed as a JSON object
+PARSED = (Reason.SCHEMA, Reason.UNKNOWN_SCHEMA_VERSION, Reason.PROCESSING_ERROR)
+
+
 def route(topic: str) -> Route:
     """As streams.app wires them (the bidder with a fresh ledger)."""
     ledger: dict[str, Any] = {}
@@ -95,7 +100,7 @@ def route(topic: str) -> Route:
         "clickstream": Route("clickstream", ClickEvent, handle_clicks, time_field="ts"),
         "chat": Route("chat", ChatMessage, handle_chat, text_field="text", time_field="ts"),
         "social": Route("social", SocialPost, handle_social, text_field="text", time_field="ts"),
-        "bid-requests": Route("bids", BidRequest, bids),
+        "bid-requests": Route("bids", BidRequest, bids, on_invalid=answer_invalid_request),
     }[topic]
 
 
@@ -156,7 +161,14 @@ async def test_each_case_alone_through_the_pipeline(topic: str) -> None:
                 for needle in MUST_NOT_ECHO:
                     assert needle.encode() not in o.value, (case.kind, o.topic, needle)
             continue
-        assert len(outcomes) == 1 and len(dead) == 1, (case.kind, outcomes)
+        # a bid request that names its id is answered beside its dead letter: nbr 2
+        named = request_id_of(case.value) if topic == "bid-requests" and case.reason in PARSED else None
+        assert len(dead) == 1 and len(outputs) == (named is not None), (case.kind, outcomes)
+        if named is not None:
+            [answer] = outputs
+            assert (
+                orjson.loads(answer.value)["nbr"] == 2 and orjson.loads(answer.value)["id"] == named.strip()
+            )
         letter = dead[0]
         headers = dict(letter.headers)
         assert letter.topic == f"{topic}.dlq" and letter.key == case.key, case.kind
@@ -418,4 +430,7 @@ def test_field_mutations_go_through_the_whole_pipeline_without_raising(
     dead = [o for o in outcomes if isinstance(o, DeadLetter)]
     assert len(dead) <= 1
     if dead:
-        assert len(outcomes) == 1 and dead[0].value == redact_bytes(raw)[0]
+        answers = [o for o in outcomes if not isinstance(o, DeadLetter)]
+        assert dead[0].value == redact_bytes(raw)[0]
+        # beside its dead letter, a bid request that names its id gets its one no-bid
+        assert len(answers) == (case.topic == "bid-requests" and request_id_of(raw) is not None), answers

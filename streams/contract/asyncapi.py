@@ -98,7 +98,7 @@ def _message(
             },
             "bindings": key,
             "x-json-schema": {"headers": f"schemas/{DEAD_LETTER_HEADERS.name}.json"},
-            "examples": [e.message_example() for e in by_topic["dead-letter"]],
+            "examples": [e.message_example() for e in by_topic[channel.base]],
         }
     payload = channel.payload
     assert payload is not None

@@ -31,6 +31,7 @@ from streams.schemas import (
 )
 from streams.schemas.bids import Bid, NoBidReason, ResponseExt, SeatBid
 from streams.serde import encode, loads
+from streams.topics import DLQ_SUFFIX, INPUTS, INTERNAL
 
 T0 = datetime(2026, 3, 2, 9, 30, 0, 125000, tzinfo=UTC)
 
@@ -97,8 +98,34 @@ _BID_REQUEST = BidRequest.model_validate(
 )
 
 
+def _dead_letters(source: str) -> list[Example]:
+    out = [
+        _dead_letter(
+            "not-json",
+            f"A `{source}` record cut short; the original record's own header is kept.",
+            source,
+            b'{"schema_version": 1, "user_id": "u1001"',
+            BadInput(Reason.NOT_JSON, "unexpected end of data: line 1 column 41 (char 40)"),
+            [("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")],
+        )
+    ]
+    if source == "chat":
+        out.append(
+            _dead_letter(
+                "schema-invalid-redacted",
+                "A chat message without its required `ts`; the e-mail address in it is redacted.",
+                source,
+                b'{"schema_version": 1, "message_id": "m1", "conversation_id": "c1", "user_id": "u1001", '
+                b'"text": "mail me at jo@example.com"}',
+                BadInput(Reason.SCHEMA, "ts: Field required"),
+                [],
+            )
+        )
+    return out
+
+
 def examples() -> dict[str, list[Example]]:
-    """By topic base name; dead-letter topics share the examples under `dead-letter`."""
+    """By topic base name."""
     clicks = "clickstream"
     return {
         "clickstream": [
@@ -331,23 +358,5 @@ def examples() -> dict[str, list[Example]]:
                 ),
             )
         ],
-        "dead-letter": [
-            _dead_letter(
-                "not-json",
-                "A clickstream record cut short; the original record's own header is kept.",
-                clicks,
-                b'{"schema_version": 1, "event_id": "e1", "user_id": "u1001"',
-                BadInput(Reason.NOT_JSON, "unexpected end of data: line 1 column 58 (char 57)"),
-                [("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")],
-            ),
-            _dead_letter(
-                "schema-invalid-redacted",
-                "A chat message without its required `ts`; the e-mail address in it is redacted.",
-                "chat",
-                b'{"schema_version": 1, "message_id": "m1", "conversation_id": "c1", "user_id": "u1001", '
-                b'"text": "mail me at jo@example.com"}',
-                BadInput(Reason.SCHEMA, "ts: Field required"),
-                [],
-            ),
-        ],
+        **{f"{source}{DLQ_SUFFIX}": _dead_letters(source) for source in (*INPUTS, *INTERNAL)},
     }

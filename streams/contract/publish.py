@@ -34,7 +34,11 @@ GENERATED = f"Generated from the code by `{REGENERATE}`: do not edit."
 
 
 class _Dumper(yaml.SafeDumper):
-    """Multi-line strings as `|` blocks, so the document's prose reads as prose."""
+    """Multi-line strings as `|` blocks, so the document's prose reads as prose; no `&id`
+    anchors for values that occur twice (some tools do not follow YAML aliases)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:

@@ -127,11 +127,16 @@ def test_every_channel_with_a_payload_has_examples_that_the_model_accepts() -> N
 
 
 def test_dead_letter_examples_come_from_dead_letter_itself() -> None:
-    for example in examples()["dead-letter"]:
-        assert example.headers is not None
-        DeadLetterHeaders.model_validate(example.headers)
-        assert all(name.startswith(HEADER_PREFIX) or name == "traceparent" for name in example.headers)
-    redacted = examples()["dead-letter"][1]
+    by_topic = examples()
+    for chan in channels():
+        if chan.kind != "dead-letter":
+            continue
+        for example in by_topic[chan.base]:
+            assert example.headers is not None
+            DeadLetterHeaders.model_validate(example.headers)
+            assert example.headers["x-dlq-topic"] + ".dlq" == chan.base
+            assert all(name.startswith(HEADER_PREFIX) or name == "traceparent" for name in example.headers)
+    redacted = by_topic["chat.dlq"][1]
     assert "[EMAIL]" in redacted.payload and "@" not in redacted.payload
     assert redacted.headers is not None and redacted.headers["x-dlq-redacted"] == "email=1"
 

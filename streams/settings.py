@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     )
     datadir: Path = Field(default=Path(".stack/faust"), description="Faust table state (RocksDB/memory).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    allow_untested_faust: bool = Field(
+        default=False,
+        description="Start a worker on faust-streaming/aiokafka versions its workarounds were not "
+        "tested with (streams.faust_compat.TESTED_VERSIONS).",
+    )
 
     # --- Kafka ---------------------------------------------------------------------------------
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -127,6 +132,11 @@ class Settings(BaseSettings):
         description="A profile whose last event (event time) is this far behind the clock is deleted "
         "(streams.housekeeping). Must exceed churn_risk's 30 days, or a lapsed customer who returns "
         "is forgotten before the segment can see them.",
+    )
+
+    # --- dashboard (python -m dashboard) -------------------------------------------------------
+    dashboard_token: SecretStr | None = Field(
+        default=None, description="Required when the dashboard listens beyond loopback (compose does)."
     )
 
     @model_validator(mode="after")

@@ -126,6 +126,7 @@ class Feed:
         self._lock = lock
         topics = settings.topics
         self._topics = [*topics.outputs, *topics.dead_letters, *topics.inputs]
+        self._missing: list[str] = []
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._read, name="dashboard-reader", daemon=True),
@@ -195,8 +196,9 @@ class Feed:
             consumer.incremental_assign(new)
             log.info("reading %d more partitions from the beginning", len(new))
         missing = [t for t in self._topics if not any(t == a for a, _ in assigned)]
-        if missing:
+        if missing and missing != self._missing:  # said once, not every refresh
             log.info("waiting for topics to exist: %s", ", ".join(missing))
+        self._missing = missing
 
     def _probe_lag(self) -> None:
         admin = AdminClient(self._settings.confluent_config())

@@ -15,8 +15,10 @@ MODEL_TRAINING ?= full
 # npm packages (the contract validator, the example consumer, the dashboard's chart library),
 # installed from their lockfiles
 NODE_DIRS := contract/check examples/ts-consumer dashboard
+# Debian's Chromium drives the dashboard's browser test (Playwright's own download needs a CDN)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup models demo test unit integration lint clean down node-deps
+.PHONY: setup models demo test unit integration lint clean down node-deps dashboard-assets chromium
 
 setup: $(STAMP)
 
@@ -34,11 +36,17 @@ node-deps: $(NODE_DIRS:%=%/node_modules/.package-lock.json)
 %/node_modules/.package-lock.json: %/package-lock.json
 	npm ci --prefix $* --ignore-scripts --no-audit --no-fund
 
+dashboard-assets: dashboard/node_modules/.package-lock.json
+
+chromium:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+
 models: setup
 	$(BIN)/python -m triton_models.build --training $(MODEL_TRAINING)
 
-demo: models
-	$(BIN)/python -m stack demo
+# make demo DEMO_ARGS=--keep-dashboard  keeps the dashboard up after the demo, until Ctrl-C
+demo: models dashboard-assets
+	$(BIN)/python -m stack demo $(DEMO_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -46,14 +54,14 @@ lint: setup
 	$(BIN)/mypy
 
 test: MODEL_TRAINING = fast
-test: models lint node-deps
+test: models lint node-deps chromium
 	$(BIN)/python -m pytest
 
 unit: setup node-deps
 	$(BIN)/python -m pytest tests/unit
 
 integration: MODEL_TRAINING = fast
-integration: models node-deps
+integration: models node-deps chromium
 	$(BIN)/python -m pytest tests/integration
 
 down:

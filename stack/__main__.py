@@ -3,7 +3,9 @@
 demo  starts Kafka + Triton + a worker, produces events (and some bad records), prints every
       output as it arrives, waits until the worker has committed every input, prints a summary
       and stops everything. Exit code 0 only if every input got its output or dead letter.
-up    starts Kafka + Triton and keeps them running until Ctrl-C (point your own worker at them).
+      It starts the live dashboard too and prints its URL (--keep-dashboard: up until Ctrl-C).
+up    starts Kafka + Triton and the dashboard, and keeps them running until Ctrl-C (point your own
+      worker at them).
 down  stops whatever a killed run left behind (by the pid files under .stack/).
 """
 
@@ -17,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,10 +30,11 @@ from producers.corpus import BRANDS, held_out
 from producers.events import EventFactory, Produced, bad_records, request_id_of
 from producers.kafka import produce
 from stack.errors import StackError
-from stack.local import STATE_DIR, LocalStack, WorkerProcess, running_stack
+from stack.local import STATE_DIR, DashboardProcess, LocalStack, WorkerProcess, running_stack
 from stack.observe import Consumed, TopicReader, wait_assigned, wait_caught_up
 from stack.process import stop_stale
 from streams.serde import loads
+from streams.settings import Settings
 from streams.topics import INPUTS
 
 console = Console(highlight=False, soft_wrap=True)  # one line per record, also when piped
@@ -81,15 +85,39 @@ def _interleave(a: Sequence[Produced], b: Sequence[Produced]) -> list[Produced]:
     return [r for _, r in sorted(placed, key=lambda t: t[0])]
 
 
+def start_dashboard(settings: Settings, cleanup: ExitStack) -> DashboardProcess:
+    """The live dashboard on loopback, stopped by `cleanup`; its URL is printed for people to open."""
+    dashboard = DashboardProcess(settings, STATE_DIR / "logs" / f"{settings.topic_prefix}dashboard.log")
+    dashboard.start()
+    cleanup.callback(dashboard.stop)
+    console.print(f"[bold]dashboard[/] live at [bold underline]{dashboard.url}[/] (log {dashboard.log_path})")
+    return dashboard
+
+
+def keep_serving(dashboard: DashboardProcess) -> None:
+    """Block until Ctrl-C (or the dashboard exits), for people still looking at the page."""
+    console.print(f"[bold]dashboard[/] still live at {dashboard.url}; Ctrl-C stops it, Triton and Kafka")
+    try:
+        while dashboard.running():
+            threading.Event().wait(1.0)
+    except KeyboardInterrupt:
+        return
+    console.print(f"[red]the dashboard exited[/]; its log:\n{dashboard.log()}")
+
+
 def demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    with running_stack(progress=lambda m: console.print(f"[bold]stack[/] {m}")) as stack:
+    with (
+        running_stack(progress=lambda m: console.print(f"[bold]stack[/] {m}")) as stack,
+        ExitStack() as cleanup,
+    ):
         settings = stack.settings(topic_prefix=f"demo-{int(time.time())}-")
         stack.create_topics(settings)
         topics = settings.topics
         worker = WorkerProcess(settings, STATE_DIR / "logs" / f"{settings.topic_prefix}worker.log")
         worker.start()
         console.print(f"[bold]worker[/] started (pid {worker.process.pid}, log {worker.log_path})")
+        dashboard = start_dashboard(settings, cleanup)
         try:
             joined = wait_assigned(
                 settings, topics.consumed, timeout=60, alive=worker.process.raise_if_exited
@@ -183,18 +211,23 @@ def demo(args: argparse.Namespace) -> int:
             f"worker caught up {took:.1f}s after the last event was produced; whole demo {time.monotonic() - started:.0f}s; "
             + ("[green]every input answered[/]" if ok else "[red]some inputs were not answered[/]")
         )
+        if args.keep_dashboard:
+            keep_serving(dashboard)
     return 0 if ok else 1
 
 
 def up(_: argparse.Namespace) -> int:
     stack = LocalStack()
     stack.up(progress=lambda m: console.print(f"[bold]stack[/] {m}"))
-    console.print(
-        f"export MS_KAFKA_BOOTSTRAP={stack.kafka.bootstrap} MS_TRITON_GRPC_URL={stack.triton.grpc_url}\n"
-        "Ctrl-C stops both."
-    )
     try:
-        threading.Event().wait()
+        with ExitStack() as cleanup:
+            # the topics of MS_TOPIC_PREFIX, read as soon as your worker or producers create them
+            start_dashboard(stack.settings(), cleanup)
+            console.print(
+                f"export MS_KAFKA_BOOTSTRAP={stack.kafka.bootstrap} MS_TRITON_GRPC_URL={stack.triton.grpc_url}\n"
+                "Ctrl-C stops the dashboard, Triton and Kafka."
+            )
+            threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
@@ -222,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--rate", type=float, default=100.0, help="events per second (default 100)")
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--timeout", type=float, default=180.0, help="max seconds for the worker to catch up")
+    d.add_argument(
+        "--keep-dashboard",
+        action="store_true",
+        help="keep the dashboard (and Kafka and Triton) up after the demo, until Ctrl-C",
+    )
     sub.add_parser("up", help="start Kafka + Triton until Ctrl-C")
     sub.add_parser("down", help="stop processes a killed run left behind")
     args = parser.parse_args(argv)

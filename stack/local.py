@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from stack.kafka import KafkaServer, create_topics
-from stack.process import ManagedProcess, log_tail
+from stack.process import ManagedProcess, free_port, log_tail, port_open, wait_until
 from stack.triton import TritonServer
 from streams.settings import Settings
 
@@ -25,6 +27,7 @@ log = logging.getLogger("stack.local")
 REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = REPO / ".stack"
 CPU_REPOSITORY = REPO / "build" / "triton-cpu"
+DASHBOARD_PORT = 8765  # the dashboard's port when it is free, else one the OS picks
 
 Progress = Callable[[str], None]
 
@@ -113,7 +116,9 @@ class LocalStack:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The MS_* environment that reproduces `settings` in a child process."""
     env: dict[str, str] = {}
-    for name, value in settings.model_dump(exclude={"kafka_sasl_password"}).items():
+    # a SecretStr dumps as its mask: the secrets are added as their values below
+    secrets = {name for name, value in settings if isinstance(value, SecretStr)}
+    for name, value in settings.model_dump(exclude=secrets).items():
         if value is None:
             continue
         if isinstance(value, tuple | list):
@@ -123,8 +128,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
         else:
             text = str(value)
         env[f"MS_{name.upper()}"] = text
-    if settings.kafka_sasl_password is not None:
-        env["MS_KAFKA_SASL_PASSWORD"] = settings.kafka_sasl_password.get_secret_value()
+    for name in secrets:
+        env[f"MS_{name.upper()}"] = getattr(settings, name).get_secret_value()
+    return env
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """This process's environment with `settings` as MS_* variables, output unbuffered."""
+    env = dict(os.environ)
+    env.update(settings_env(settings))
+    env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
@@ -138,15 +151,12 @@ class WorkerProcess:
     process: ManagedProcess = field(init=False)
 
     def __post_init__(self) -> None:
-        env = dict(os.environ)
-        env.update(settings_env(self.settings))
-        env["PYTHONUNBUFFERED"] = "1"
         self.process = ManagedProcess(
             name=self.name,
             argv=[sys.executable, "-m", "streams", "worker"],
             log_path=self.log_path,
             pid_path=self.log_path.with_suffix(".pid"),
-            env=env,
+            env=child_env(self.settings),
             cwd=REPO,
         )
 
@@ -158,6 +168,57 @@ class WorkerProcess:
 
     def kill(self) -> None:
         self.process.kill()
+
+    def running(self) -> bool:
+        return self.process.running()
+
+    def log(self) -> str:
+        return log_tail(self.log_path, 6000)
+
+
+@dataclass
+class DashboardProcess:
+    """One `python -m dashboard` process on 127.0.0.1, reading the topics of `settings`. A token,
+    if given, travels in MS_DASHBOARD_TOKEN (never on the command line, which `ps` shows)."""
+
+    settings: Settings
+    log_path: Path
+    port: int = DASHBOARD_PORT
+    token: str | None = None
+    process: ManagedProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.port = free_port(self.port)
+        env = child_env(self.settings)
+        env.pop("MS_DASHBOARD_TOKEN", None)
+        if self.token is not None:
+            env["MS_DASHBOARD_TOKEN"] = self.token
+        self.process = ManagedProcess(
+            name="dashboard",
+            argv=[sys.executable, "-m", "dashboard", "--host", "127.0.0.1", "--port", str(self.port)],
+            log_path=self.log_path,
+            pid_path=self.log_path.with_suffix(".pid"),
+            env=env,
+            cwd=REPO,
+        )
+
+    @property
+    def url(self) -> str:
+        """The page's address; with the token, the link that opens a session."""
+        return f"http://127.0.0.1:{self.port}/" + (f"?token={self.token}" if self.token else "")
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start it and wait until it accepts connections."""
+        self.process.start()
+        wait_until(
+            lambda: port_open("127.0.0.1", self.port),
+            timeout=timeout,
+            what=f"the dashboard on port {self.port}",
+            alive=self.process.raise_if_exited,
+        )
+
+    def stop(self) -> int | None:
+        return self.process.stop(grace=10.0)
 
     def running(self) -> bool:
         return self.process.running()

@@ -1,16 +1,13 @@
-"""Is the worker still moving? A stall detector for consumers that stop silently. Pure logic.
+"""Is the worker still moving? A stall detector for consumers that stop fetching or committing
+without any error (faust-streaming#629; the history is in docs/design/delivery.md). Pure logic.
 
-Faust consumers have been seen to stop fetching, an agent to stop processing, or offsets to
-stop being committed after a rebalance, all without any error. Every few seconds the worker
-reports, for each input partition it owns, the broker's high watermark and log start offset,
-the next offset after the last record an agent took and the committed offset. A partition
-stalls when input is uncommitted (high watermark beyond the committed offset, or beyond the log
-start when nothing was ever committed or taken) and neither processing nor committing has moved
-for `stall_s`. A partition whose input is all committed never stalls, however long it is quiet.
-
-The consumer's fetch position is deliberately not asked for: for a partition that was never
-fetched (faust-streaming#629), aiokafka's `position()` waits until there is one, which is
-forever, and the check would hang with the consumer it is meant to watch.
+Every few seconds the worker reports, for each input partition it owns, the broker's high
+watermark and log start offset, the next offset after the last record an agent took and the
+committed offset. A partition stalls when input is uncommitted (high watermark beyond the
+committed offset, or beyond the log start when nothing was ever committed or taken) and neither
+processing nor committing has moved for `stall_s`. A partition whose input is all committed never
+stalls, however long it is quiet. The offsets come from the broker: the consumer's fetch position
+of a partition it never fetched never comes.
 """
 
 from __future__ import annotations

@@ -1,0 +1,45 @@
+"""Sends a batch's outcomes (outputs and dead letters) and waits until Kafka has acknowledged every
+one of them (the producer uses acks=all). Only then may the batch's input offsets be
+acknowledged: that order is the at-least-once guarantee. Kafka-free: a sink is anything with
+Faust's `Topic.send` signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, Protocol
+
+from streams.dlq import DeadLetter
+from streams.handlers.common import Outcome
+
+
+class Sink(Protocol):
+    async def send(
+        self, *, key: bytes | None = None, value: bytes | None = None, headers: Any = None
+    ) -> Awaitable[Any]:
+        """Hand the record to the producer; the awaitable it returns resolves on Kafka's ack."""
+        ...
+
+
+class Publisher:
+    def __init__(self, sinks: Mapping[str, Sink], stats: Counter[str]) -> None:
+        self._sinks = sinks
+        self._stats = stats
+
+    async def publish(self, outcomes: Sequence[Outcome]) -> None:
+        """Send `outcomes` in order and return once Kafka has acknowledged all of them; raise if
+        any send fails."""
+        acks = [await self._send(outcome) for outcome in outcomes]
+        await asyncio.gather(*acks)
+
+    async def _send(self, outcome: Outcome) -> Awaitable[Any]:
+        sink = self._sinks[outcome.topic]
+        if isinstance(outcome, DeadLetter):
+            ack = await sink.send(key=outcome.key, value=outcome.value, headers=outcome.headers)
+            self._stats[f"dlq:{outcome.topic}"] += 1
+        else:
+            ack = await sink.send(key=outcome.key.encode(), value=outcome.value)
+            self._stats[f"out:{outcome.topic}"] += 1
+        return ack

@@ -1,0 +1,100 @@
+"""The worker's timers: the stats line, the brand-window flush and the liveness check."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, MutableMapping
+from typing import Any
+
+from faust.types import AppT
+
+from streams.agents import Activity
+from streams.errors import WorkerStalled
+from streams.faust_compat import committed_offset, fetch_state
+from streams.handlers.common import Context
+from streams.handlers.trends import flush_quiet_brands
+from streams.inference import TritonModels
+from streams.liveness import LivenessCheck
+from streams.offsets import SkipGuard
+from streams.publisher import Publisher
+
+log = logging.getLogger("streams.timers")
+
+STATS_EVERY_S = 10.0
+BRAND_FLUSH_EVERY_S = 5.0
+LIVENESS_EVERY_S = 5.0
+
+
+def add_stats_report(app: AppT, stats: Counter[str], models: TritonModels) -> None:
+    @app.timer(STATS_EVERY_S)
+    async def report() -> None:
+        if stats:
+            log.info(
+                "processed so far: %s; Triton requests %d, %d of them abandoned at their deadline",
+                ", ".join(f"{k}={v}" for k, v in sorted(stats.items())),
+                models.calls,
+                models.abandoned,
+            )
+
+
+def add_brand_flush(app: AppT, ctx: Context, windows: MutableMapping[str, Any], publisher: Publisher) -> None:
+    @app.timer(BRAND_FLUSH_EVERY_S)
+    async def close_quiet_brand_windows() -> None:
+        await publisher.publish(flush_quiet_brands(ctx, windows, ctx.now()))
+
+
+def add_liveness_check(
+    app: AppT,
+    check: LivenessCheck,
+    inputs: Collection[str],
+    guard: SkipGuard,
+    activity: Activity,
+    agent_of: Mapping[str, str],
+    stop: Callable[[BaseException], None],
+) -> None:
+    """Stop the worker loudly, so that the supervisor restarts it, if an input partition it owns
+    has records waiting and neither processing nor committing moves. `agent_of` maps each input
+    topic to its agent's name."""
+
+    @app.timer(LIVENESS_EVERY_S)
+    async def check_liveness() -> None:
+        consumer = app.consumer
+        # Only the agents' own inputs: changelog partitions are read only to recover tables.
+        owned = {(tp.topic, tp.partition): tp for tp in consumer.assignment() if tp.topic in inputs}
+        check.forget(set(owned))
+        if not owned:
+            return
+        committed: dict[tuple[str, int], int | None] = {}
+        for key, tp in owned.items():
+            known = committed_offset(consumer, tp)  # never committed: commits stand where this worker started
+            committed[key] = guard.first_taken.get(key) if known is None else known
+        # Only a partition with neither a commit nor a record taken needs its log start.
+        unknown = [
+            tp for key, tp in owned.items() if (committed[key] or -1) < 0 and guard.expected.get(key, -1) < 0
+        ]
+        try:
+            # From the broker, bounded: the consumer's own fetch state has no high watermark for
+            # a partition it never fetched.
+            async with asyncio.timeout(LIVENESS_EVERY_S):
+                ends = await consumer.highwaters(*owned.values())
+                log_starts = await consumer.earliest_offsets(*unknown) if unknown else {}
+        except Exception as exc:  # a broker outage is not a stalled consumer: check again later
+            log.debug("liveness: no offsets from the broker this time (%r)", exc)
+            return
+        now = time.monotonic()
+        for key, tp in owned.items():
+            stall = check.observe(
+                key, ends.get(tp), log_starts.get(tp), guard.expected.get(key), committed[key], now
+            )
+            if stall is not None:
+                log.critical(
+                    "liveness: %s (%s; %s); stopping the worker so that it is restarted",
+                    stall,
+                    fetch_state(consumer, tp),
+                    activity.describe(agent_of[tp.topic]),
+                )
+                stop(WorkerStalled(str(stall)))
+                return

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
 from streams.dlq import DeadLetter
-from streams.handlers.common import Outcome
+from streams.handlers.common import Outcome, Output
 
 
 class Sink(Protocol):
@@ -29,10 +29,18 @@ class Publisher:
         self._stats = stats
 
     async def publish(self, outcomes: Sequence[Outcome]) -> None:
-        """Send `outcomes` in order and return once Kafka has acknowledged all of them; raise if
-        any send fails."""
-        acks = [await self._send(outcome) for outcome in outcomes]
-        await asyncio.gather(*acks)
+        """Send `outcomes` and return once Kafka has acknowledged all of them; raise if any send
+        fails. Records of different keys are sent concurrently; those of one topic and key one
+        after another, in order, so their order in the partition is the order given."""
+        lanes: dict[tuple[str, bytes | None], list[Outcome]] = {}
+        for outcome in outcomes:
+            key = outcome.key.encode() if isinstance(outcome, Output) else outcome.key
+            lanes.setdefault((outcome.topic, key), []).append(outcome)
+        handed = await asyncio.gather(*(self._send_in_order(lane) for lane in lanes.values()))
+        await asyncio.gather(*(ack for acks in handed for ack in acks))
+
+    async def _send_in_order(self, lane: list[Outcome]) -> list[Awaitable[Any]]:
+        return [await self._send(outcome) for outcome in lane]
 
     async def _send(self, outcome: Outcome) -> Awaitable[Any]:
         sink = self._sinks[outcome.topic]

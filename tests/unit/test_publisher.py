@@ -1,4 +1,5 @@
-"""The publisher: `publish` returns only once Kafka has acknowledged every outcome of the batch."""
+"""The publisher: a batch's outcomes are sent concurrently across keys, in order within a key, and
+`publish` returns only once Kafka has acknowledged every one."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from streams.publisher import Publisher
 
 
 class Sink:
-    """A topic whose acks come when told."""
+    """A topic whose sends can be made to wait for one another, and whose acks come when told."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[bytes | None, bytes | None]] = []
         self.acks: list[asyncio.Future[None]] = []
+        self.gates: dict[bytes | None, asyncio.Event] = {}
         self.fail = False
         self._changed = asyncio.Condition()
 
@@ -27,6 +29,8 @@ class Sink:
             await self._changed.wait_for(lambda: len(self.sent) >= sent and len(self.acks) >= acks)
 
     async def send(self, *, key: bytes | None = None, value: bytes | None = None, headers: Any = None) -> Any:
+        if key in self.gates:
+            await self.gates[key].wait()
         if self.fail:
             raise RuntimeError("refused")
         self.sent.append((key, value))
@@ -52,6 +56,24 @@ async def test_publish_returns_only_once_every_record_is_acknowledged() -> None:
     assert not publishing.done()
     sink.acks[1].set_result(None)
     await asyncio.wait_for(publishing, 1)
+
+
+async def test_keys_are_sent_concurrently_and_each_key_in_order() -> None:
+    sink = Sink()
+    sink.gates[b"a"] = asyncio.Event()  # a's send waits until b has been sent
+    stats: Counter[str] = Counter()
+    publishing = asyncio.ensure_future(
+        Publisher({"replies": sink}, stats).publish([out("a", 1), out("b", 2), out("a", 3), out("b", 4)])
+    )
+    await sink.until(sent=2)
+    assert sink.sent == [(b"b", b"2"), (b"b", b"4")]  # b did not wait for a
+    sink.gates[b"a"].set()
+    await sink.until(acks=4)
+    for ack in sink.acks:
+        ack.set_result(None)
+    await asyncio.wait_for(publishing, 1)
+    assert [v for k, v in sink.sent if k == b"a"] == [b"1", b"3"]
+    assert stats == Counter({"out:replies": 4})
 
 
 async def test_dead_letters_keep_their_key_and_headers() -> None:

@@ -75,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         import faust
 
         from streams.app import EXIT_FATAL, Health, create_app
+        from streams.faust_compat import check_versions
         from streams.settings import Settings
 
         settings = Settings()
+        check_versions(settings.allow_untested_faust)  # refuses untested faust-streaming/aiokafka
         health = Health()
         app = create_app(settings, health)
         try:

@@ -15,7 +15,8 @@ prefetched from the old position after a rebalance (faust-streaming#221) by the 
 (streams.offsets), and partitions that stop being fetched or committed (faust-streaming#629) by
 the liveness check (streams.liveness).
 
-They are written against faust-streaming 0.15.3 and aiokafka 0.14.0, and
+They are written against faust-streaming 0.15.3 and aiokafka 0.14.0. `check_versions` refuses
+to start a worker on other versions (`Settings.allow_untested_faust` overrides it), and
 tests/unit/test_faust_compat.py checks each one against the real classes of those versions.
 """
 
@@ -23,12 +24,52 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, cast
 
 import faust
 from faust.types import TP, AppT, ChannelT, ConsumerT, EventT, StreamT, TableT
 
+from streams.errors import ConfigError
+
 log = logging.getLogger("streams.faust_compat")
+
+TESTED_VERSIONS = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
+
+
+class UntestedFaust(ConfigError):
+    """The installed faust-streaming or aiokafka is not the version the workarounds were tested on."""
+
+
+def installed_version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def check_versions(allow_untested: bool, installed: Callable[[str], str | None] = installed_version) -> None:
+    """Raise UntestedFaust unless faust-streaming and aiokafka are the versions in TESTED_VERSIONS;
+    with `allow_untested`, log a warning and carry on instead."""
+    found = {package: installed(package) for package in TESTED_VERSIONS}
+    if found == TESTED_VERSIONS:
+        return
+    found_text = ", ".join(f"{p} {v or 'not installed'}" for p, v in found.items())
+    tested_text = ", ".join(f"{p} {v}" for p, v in TESTED_VERSIONS.items())
+    if allow_untested:
+        log.warning(
+            "running on %s, not the tested %s (MS_ALLOW_UNTESTED_FAUST): the workarounds in "
+            "streams.faust_compat may no longer hold",
+            found_text,
+            tested_text,
+        )
+        return
+    raise UntestedFaust(
+        f"found {found_text}; streams.faust_compat is tested with {tested_text} only. Run "
+        "tests/unit/test_faust_compat.py and tests/integration/test_faults.py on the new versions, "
+        "then update TESTED_VERSIONS, or set MS_ALLOW_UNTESTED_FAUST=true to start anyway"
+    )
+
 
 # --- behaviour-changing workarounds -----------------------------------------------------------
 

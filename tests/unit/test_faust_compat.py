@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
 from streams.faust_compat import (
+    TESTED_VERSIONS,
+    UntestedFaust,
+    check_versions,
     committed_offset,
     fetch_state,
     hold_until_published,
@@ -25,6 +29,7 @@ from streams.faust_compat import (
     queue_depth,
     release_published,
 )
+from streams.settings import Settings
 from streams.tables import key_partition
 from tests.unit.faust_memory import (
     PARTITIONS,
@@ -33,6 +38,42 @@ from tests.unit.faust_memory import (
     message,
     worker_app,
 )
+
+# --- versions ---------------------------------------------------------------------------------
+
+
+def test_the_installed_versions_are_the_tested_ones() -> None:
+    check_versions(allow_untested=False)  # the lock file pins what the workarounds were tested on
+
+
+def test_an_untested_version_is_refused_with_both_versions_named() -> None:
+    found = {"faust-streaming": "0.16.0", "aiokafka": "0.14.0"}
+    with pytest.raises(UntestedFaust) as refused:
+        check_versions(allow_untested=False, installed=found.get)
+    text = str(refused.value)
+    assert "found faust-streaming 0.16.0, aiokafka 0.14.0" in text
+    assert "tested with faust-streaming 0.15.3, aiokafka 0.14.0" in text
+    assert "MS_ALLOW_UNTESTED_FAUST" in text
+
+
+def test_a_missing_package_is_refused_too() -> None:
+    found = {"faust-streaming": "0.15.3"}
+    with pytest.raises(UntestedFaust, match="aiokafka not installed"):
+        check_versions(allow_untested=False, installed=found.get)
+
+
+def test_the_override_runs_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    found = {**TESTED_VERSIONS, "aiokafka": "0.15.0"}
+    with caplog.at_level(logging.WARNING, logger="streams.faust_compat"):
+        check_versions(allow_untested=True, installed=found.get)
+    assert "aiokafka 0.15.0" in caplog.text and "not the tested" in caplog.text
+
+
+def test_the_override_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().allow_untested_faust is False
+    monkeypatch.setenv("MS_ALLOW_UNTESTED_FAUST", "true")
+    assert Settings().allow_untested_faust is True
+
 
 # --- the seek covers never-committed partitions -----------------------------------------------
 

@@ -9,8 +9,8 @@ commits records (the incidents are in docs/design/delivery.md):
   `take_events` cannot ack a batch whose outputs were never delivered;
 - `placed_table`: a table that computes its changelog partition itself, registered as
   `App.Table` registers one.
-The others only read private state: `committed_offset`, `fetch_state`, `queue_depth`.
-Two more upstream behaviours are caught rather than worked around: records
+The others only read private state: `committed_offset`, `fetch_state`, `queue_depth`,
+`active_partitions`. Two more upstream behaviours are caught rather than worked around: records
 prefetched from the old position after a rebalance (faust-streaming#221) by the skip guard
 (streams.offsets), and partitions that stop being fetched or committed (faust-streaming#629) by
 the liveness check (streams.liveness).
@@ -194,3 +194,14 @@ def fetch_state(consumer: ConsumerT, tp: TP) -> str:
 def queue_depth(stream: StreamT) -> Callable[[], int]:
     """How many records wait in the stream's channel queue (the `ChannelT` protocol has no queue)."""
     return cast(ChannelT, stream.channel).queue.qsize
+
+
+def active_partitions(app: AppT, topic: str) -> frozenset[int]:
+    """The partitions of `topic` this worker is active for; none while a rebalance is under way.
+
+    A table's memory store also holds the standby copies of other workers' partitions: Faust's
+    `Recovery` applies standby changelog records to the same dict (`Store.apply_changelog_batch`)
+    and keeps reading them after recovery. Whatever iterates a table must keep to these."""
+    if app.rebalancing:
+        return frozenset()
+    return frozenset(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic)

@@ -13,13 +13,14 @@ from faust.types import AppT
 
 from streams.agents import Activity
 from streams.errors import WorkerStalled
-from streams.faust_compat import committed_offset, fetch_state
+from streams.faust_compat import active_partitions, committed_offset, fetch_state
 from streams.handlers.common import Context
 from streams.handlers.trends import flush_quiet_brands
 from streams.inference import TritonModels
 from streams.liveness import LivenessCheck
 from streams.offsets import SkipGuard
 from streams.publisher import Publisher
+from streams.tables import key_partition
 
 log = logging.getLogger("streams.timers")
 
@@ -40,10 +41,28 @@ def add_stats_report(app: AppT, stats: Counter[str], models: TritonModels) -> No
             )
 
 
+def owned_keys(partitions: Collection[int], count: int) -> Callable[[str], bool]:
+    """Whether a table key (the records' key, e.g. a brand) belongs to one of `partitions`."""
+    return lambda key: key_partition(key.encode(), count) in partitions
+
+
+async def flush_owned_brands(
+    app: AppT, ctx: Context, windows: MutableMapping[str, Any], publisher: Publisher
+) -> None:
+    """Close the quiet windows of the brands this worker is active for. The table also holds
+    standby copies of other workers' brands: closing those would close a window twice and write
+    to a changelog partition another worker owns."""
+    settings = ctx.settings
+    active = active_partitions(app, settings.topics.social_scored)  # social-scored is keyed by brand
+    if active:
+        owned = owned_keys(active, settings.partitions)
+        await publisher.publish(flush_quiet_brands(ctx, windows, ctx.now(), owned))
+
+
 def add_brand_flush(app: AppT, ctx: Context, windows: MutableMapping[str, Any], publisher: Publisher) -> None:
     @app.timer(BRAND_FLUSH_EVERY_S)
     async def close_quiet_brand_windows() -> None:
-        await publisher.publish(flush_quiet_brands(ctx, windows, ctx.now()))
+        await flush_owned_brands(app, ctx, windows, publisher)
 
 
 def add_liveness_check(

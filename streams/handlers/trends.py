@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -81,10 +81,14 @@ async def handle_brand_posts(
     return out
 
 
-def flush_quiet_brands(ctx: Context, windows: MutableMapping[str, Any], now: datetime) -> list[Outcome]:
-    """Close windows whose end (plus grace) has passed with no newer post to close them."""
+def flush_quiet_brands(
+    ctx: Context, windows: MutableMapping[str, Any], now: datetime, owned: Callable[[str], bool]
+) -> list[Outcome]:
+    """Close the windows whose end (plus grace) has passed with no newer post to close them, of
+    the brands `owned` says this worker is active for: the others' windows are closed (and their
+    state written) by the worker that owns them."""
     out: list[Outcome] = []
-    for brand in list(windows):
+    for brand in [b for b in windows if owned(b)]:
         state = BrandWindowState.model_validate(windows[brand])
         closed = flush_idle(
             brand,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
@@ -20,6 +21,7 @@ from faust.types import TP
 from streams.faust_compat import (
     TESTED_VERSIONS,
     UntestedFaust,
+    active_partitions,
     check_versions,
     committed_offset,
     fetch_state,
@@ -36,6 +38,8 @@ from tests.unit.faust_memory import (
     deliver,
     eventually,
     message,
+    replay_changelog,
+    two_workers,
     worker_app,
 )
 
@@ -284,6 +288,46 @@ async def test_faust_tables_cannot_be_written_from_a_timer(tmp_path: Path) -> No
 def _changelog_records(app: faust.App) -> list[Any]:
     pending: Any = app.producer.buffer.pending  # table writes wait here for the producer
     return [pending.get_nowait().message for _ in range(pending.qsize())]
+
+
+# --- standby copies and active partitions -----------------------------------------------------
+
+
+async def test_standby_changelog_records_land_in_the_table_the_worker_iterates(tmp_path: Path) -> None:
+    """Upstream: Faust's recovery applies standby changelog records to the same memory store as
+    the active ones, and keeps doing so after recovery. A key of another worker's partition is
+    then iterated like the worker's own."""
+    apps, _ = two_workers(tmp_path)
+    table = apps["a"].tables["brand-windows"]
+    ours = _key_in(active_partitions(apps["a"], "social-scored"))
+    theirs = _key_in(active_partitions(apps["b"], "social-scored"))
+    value = orjson.dumps({"volume": 1})
+    await replay_changelog(
+        apps["a"], table, [(key_partition(k, PARTITIONS), k, value) for k in (ours, theirs)]
+    )
+    assert sorted(table) == sorted([ours, theirs])
+
+
+def _key_in(partitions: frozenset[int]) -> bytes:
+    return next(
+        k for k in (f"brand-{i}".encode() for i in range(100)) if key_partition(k, PARTITIONS) in partitions
+    )
+
+
+def test_active_partitions_come_from_faust_assignment(tmp_path: Path) -> None:
+    apps, _ = two_workers(tmp_path)
+    mine, theirs = (
+        active_partitions(apps["a"], "social-scored"),
+        active_partitions(apps["b"], "social-scored"),
+    )
+    assert mine and theirs and mine | theirs == set(range(PARTITIONS)) and not mine & theirs
+    standbys = {tp.partition for tp in apps["a"].assignor.assigned_standbys()}
+    assert standbys == set(theirs)  # the default table_standby_replicas=1: a copies b's partitions
+
+    apps["a"].on_rebalance_start()
+    assert active_partitions(apps["a"], "social-scored") == frozenset()  # ownership is moving
+    apps["a"].on_rebalance_end()
+    assert active_partitions(apps["a"], "social-scored") == mine
 
 
 # --- read-only views --------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from streams.admin import GroupOffsets
 from streams.agents import Activity, AgentParts, batch_agent
 from streams.campaigns import CampaignBook, load_campaigns
 from streams.faust_compat import committed_offset, install_rebalance_workarounds
-from streams.handlers.bids import handle_bids
+from streams.handlers.bids import answer_invalid_request, handle_bids
 from streams.handlers.chat import handle_chat
 from streams.handlers.common import Context, Outcome
 from streams.handlers.segments import handle_clicks, handle_social
@@ -94,7 +94,7 @@ def routes(settings: Settings, tables: Tables, book: CampaignBook) -> dict[str, 
         topics.clickstream: Route("clickstream", ClickEvent, handle_clicks, time_field="ts"),
         topics.chat: Route("chat", ChatMessage, handle_chat, text_field="text", time_field="ts"),
         topics.social: Route("social", SocialPost, handle_social, text_field="text", time_field="ts"),
-        topics.bid_requests: Route("bids", BidRequest, bids),
+        topics.bid_requests: Route("bids", BidRequest, bids, on_invalid=answer_invalid_request),
         topics.social_scored: Route("brands", ScoredPost, brands),
     }
 

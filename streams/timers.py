@@ -15,7 +15,7 @@ from streams.agents import Activity
 from streams.errors import WorkerStalled
 from streams.faust_compat import active_partitions, committed_offset, fetch_state
 from streams.handlers.common import Context
-from streams.handlers.trends import flush_quiet_brands
+from streams.handlers.trends import flush_quiet_brands, write_flushed
 from streams.inference import TritonModels
 from streams.liveness import LivenessCheck
 from streams.offsets import SkipGuard
@@ -56,7 +56,9 @@ async def flush_owned_brands(
     active = active_partitions(app, settings.topics.social_scored)  # social-scored is keyed by brand
     if active:
         owned = owned_keys(active, settings.partitions)
-        await publisher.publish(flush_quiet_brands(ctx, windows, ctx.now(), owned))
+        flushed = flush_quiet_brands(ctx, windows, ctx.now(), owned)
+        await publisher.publish(flushed.outcomes)  # the windows first, then the states that close them
+        write_flushed(windows, flushed)
 
 
 def add_brand_flush(app: AppT, ctx: Context, windows: MutableMapping[str, Any], publisher: Publisher) -> None:

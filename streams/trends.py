@@ -76,6 +76,10 @@ class BrandWindowState(BaseModel):
     late: int = 0
     baseline_share: float | None = None
     windows_closed: int = 0
+    closed_start: int | None = None  # start of the last window closed (epoch seconds)
+    arrived: float | None = Field(
+        default=None, description="wall-clock epoch seconds when the brand's last post was counted"
+    )
     folded: dict[str, int] = Field(
         default_factory=dict, description="social partition -> highest source offset folded in"
     )
@@ -128,6 +132,7 @@ def _close(brand: str, state: BrandWindowState, size_s: int, rule: AlertRule) ->
         else (1 - BASELINE_ALPHA) * state.baseline_share + BASELINE_ALPHA * share
     )
     state.windows_closed += 1
+    state.closed_start = state.window_start
     state.window_start, state.volume, state.negative, state.sum_p_positive, state.late = None, 0, 0, 0.0, 0
     return closed
 
@@ -147,10 +152,12 @@ def observe(
     closed = None
     if state.window_start is not None and start > state.window_start:
         closed = _close(brand, state, size_s, rule)
-    if state.window_start is not None and start < state.window_start:
+    if state.window_start is None:
+        # never reopen a closed window (its id is published): a post for one counts in the next
+        after = None if state.closed_start is None else state.closed_start + size_s
+        state.window_start = start if after is None else max(start, after)
+    if start < state.window_start:
         state.late += 1  # its own window is closed already: count it where it can still count
-    elif state.window_start is None:
-        state.window_start = start
     state.volume += 1
     state.negative += int(negative)
     state.sum_p_positive += p_positive
@@ -160,10 +167,13 @@ def observe(
 def flush_idle(
     brand: str, state: BrandWindowState, now: datetime, *, size_s: int, grace_s: int, rule: AlertRule
 ) -> ClosedWindow | None:
-    """Close the open window once its end plus a grace period has passed in wall-clock time."""
+    """Close the open window once, in wall-clock time, both its end and the brand's last post
+    are a grace period behind: a replayed feed (event times in the past) keeps its windows open
+    while its posts still arrive, and they close by the next post as live ones do."""
     if state.window_start is None or state.volume == 0:
         return None
-    if now.timestamp() < state.window_start + size_s + grace_s:
+    quiet_since = max(state.window_start + size_s, state.arrived or 0.0)
+    if now.timestamp() < quiet_since + grace_s:
         return None
     return _close(brand, state, size_s, rule)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -75,21 +76,34 @@ async def handle_brand_posts(
             size_s=size,
             rule=RULE,
         )
+        state.arrived = ctx.now().timestamp()  # the brand is not quiet: see flush_idle
         windows[post.brand] = state.model_dump(mode="json")
         if closed is not None:
             out.extend(_outputs(closed, ctx))
     return out
 
 
+@dataclass(frozen=True)
+class Flushed:
+    """Windows closed by the quiet-brand timer: publish `outcomes` first, then write each
+    brand's new state (`closed_from` -> `state`), so that a worker that dies between the two
+    closes the window again, identically, rather than losing it."""
+
+    outcomes: list[Outcome]
+    states: dict[str, tuple[dict[str, Any], dict[str, Any]]]  # brand -> (closed_from, state)
+
+
 def flush_quiet_brands(
-    ctx: Context, windows: MutableMapping[str, Any], now: datetime, owned: Callable[[str], bool]
-) -> list[Outcome]:
+    ctx: Context, windows: Mapping[str, Any], now: datetime, owned: Callable[[str], bool]
+) -> Flushed:
     """Close the windows whose end (plus grace) has passed with no newer post to close them, of
     the brands `owned` says this worker is active for: the others' windows are closed (and their
-    state written) by the worker that owns them."""
+    state written) by the worker that owns them. Nothing is written here: see `Flushed`."""
     out: list[Outcome] = []
+    states: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for brand in [b for b in windows if owned(b)]:
-        state = BrandWindowState.model_validate(windows[brand])
+        before = windows[brand]
+        state = BrandWindowState.model_validate(before)
         closed = flush_idle(
             brand,
             state,
@@ -99,6 +113,18 @@ def flush_quiet_brands(
             rule=RULE,
         )
         if closed is not None:
-            windows[brand] = state.model_dump(mode="json")
+            states[brand] = (before, state.model_dump(mode="json"))
             out.extend(_outputs(closed, ctx))
-    return out
+    return Flushed(out, states)
+
+
+def write_flushed(windows: MutableMapping[str, Any], flushed: Flushed) -> int:
+    """After the closed windows are published: write the states the flush left, except where a
+    post changed a brand's state meanwhile (that post closed or extended the window itself).
+    Returns how many were written."""
+    written = 0
+    for brand, (closed_from, state) in flushed.states.items():
+        if windows.get(brand) == closed_from:
+            windows[brand] = state
+            written += 1
+    return written

@@ -14,7 +14,7 @@ import orjson
 
 from streams.faust_compat import active_partitions
 from streams.handlers.common import Context
-from streams.handlers.trends import flush_quiet_brands
+from streams.handlers.trends import flush_quiet_brands, write_flushed
 from streams.labels import load_labels
 from streams.publisher import Publisher
 from streams.replies import Catalogue, Reply, ReplyIndex
@@ -63,9 +63,41 @@ def brand_in(partitions: frozenset[int]) -> str:
 def test_only_owned_brands_are_flushed(tmp_path: Path) -> None:
     ctx = context(tmp_path)
     windows = {"ours": QUIET.model_dump(), "theirs": QUIET.model_dump()}
-    out = flush_quiet_brands(ctx, windows, NOW, owned=lambda brand: brand == "ours")
-    assert {o.key for o in out} == {"ours"}
+    flushed = flush_quiet_brands(ctx, windows, NOW, owned=lambda brand: brand == "ours")
+    assert {o.key for o in flushed.outcomes} == {"ours"} and set(flushed.states) == {"ours"}
+    assert write_flushed(windows, flushed) == 1
     assert windows["theirs"] == QUIET.model_dump()  # untouched: not even written back
+
+
+async def test_the_closed_window_is_published_before_its_state_is_written(tmp_path: Path) -> None:
+    """A worker that dies between the two closes the window again (same id, same content)
+    rather than losing it: while the window is being published the table still holds it open."""
+    ctx = context(tmp_path)
+    windows: dict[str, Any] = {"ours": QUIET.model_dump(mode="json")}
+    seen_while_publishing: list[Any] = []
+
+    class Watching(Sink):
+        async def send(
+            self, *, key: bytes | None = None, value: bytes | None = None, headers: Any = None
+        ) -> Any:
+            seen_while_publishing.append(dict(windows["ours"]))
+            return await super().send(key=key, value=value, headers=headers)
+
+    sink = Watching()
+    flushed = flush_quiet_brands(ctx, windows, NOW, owned=lambda brand: True)
+    await Publisher({ctx.settings.topics.brand_sentiment: sink}, Counter()).publish(flushed.outcomes)
+    write_flushed(windows, flushed)
+    assert seen_while_publishing == [QUIET.model_dump(mode="json")]
+    assert BrandWindowState.model_validate(windows["ours"]).window_start is None
+
+
+def test_a_post_counted_meanwhile_keeps_its_state(tmp_path: Path) -> None:
+    ctx = context(tmp_path)
+    windows: dict[str, Any] = {"ours": QUIET.model_dump(mode="json")}
+    flushed = flush_quiet_brands(ctx, windows, NOW, owned=lambda brand: True)
+    changed = {**windows["ours"], "volume": 6}
+    windows["ours"] = changed  # the brand agent counted a post while the window was published
+    assert write_flushed(windows, flushed) == 0 and windows["ours"] == changed
 
 
 async def test_a_standby_brand_is_not_flushed_by_the_timer(tmp_path: Path) -> None:

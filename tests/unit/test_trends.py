@@ -114,3 +114,28 @@ def test_only_the_latest_closings_are_remembered() -> None:
             offset += 1
     assert len(state.closings) == REMEMBERED_CLOSINGS
     assert BrandWindowState.model_validate(state.model_dump(mode="json")) == state  # table round trip
+
+
+def test_a_post_for_a_flushed_window_never_reopens_it() -> None:
+    """The timer closed window 0; a post of window 0 that comes after counts, late, in window 1,
+    so window 0's id is published once."""
+    state = BrandWindowState()
+    feed(state, 0, 1, 4)
+    first = flush_idle("acme", state, T0 + timedelta(minutes=5), size_s=60, grace_s=30, rule=RULE)
+    assert first is not None and first.volume == 4
+    assert observe("acme", state, T0 + timedelta(seconds=50), 0.9, False, size_s=60, rule=RULE) is None
+    assert state.window_start == int((T0 + timedelta(seconds=60)).timestamp()) and state.late == 1
+    closed = feed(state, 2, 0, 1)
+    assert [(c.start, c.volume, c.late) for c in closed] == [(T0 + timedelta(seconds=60), 1, 1)]
+
+
+def test_a_replayed_feed_waits_for_the_brand_to_be_quiet() -> None:
+    """Event times long past: the window's end is behind the clock at once, but it closes only
+    when no post has arrived for the grace period."""
+    state = BrandWindowState()
+    feed(state, 0, 0, 3)
+    now = T0 + timedelta(hours=1)
+    state.arrived = (now - timedelta(seconds=10)).timestamp()
+    assert flush_idle("acme", state, now, size_s=60, grace_s=30, rule=RULE) is None
+    later = now + timedelta(seconds=20)
+    assert flush_idle("acme", state, later, size_s=60, grace_s=30, rule=RULE) is not None

@@ -28,6 +28,7 @@ from streams.handlers.chat import handle_chat
 from streams.handlers.common import Context, Outcome
 from streams.handlers.segments import handle_clicks, handle_social
 from streams.handlers.trends import handle_brand_posts
+from streams.housekeeping import Sweeper
 from streams.inference import TritonModels
 from streams.labels import load_labels
 from streams.liveness import LivenessCheck
@@ -41,7 +42,7 @@ from streams.settings import Settings
 from streams.shutdown import EXIT_FATAL, Health, hard_exit, stop_loudly
 from streams.tables import Tables, key_partition, make_tables
 from streams.text import TextTokenizer
-from streams.timers import add_brand_flush, add_liveness_check, add_stats_report
+from streams.timers import add_brand_flush, add_liveness_check, add_state_sweep, add_stats_report
 
 __all__ = ["EXIT_FATAL", "Health", "create_app", "key_partition"]
 
@@ -160,7 +161,8 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     stop = partial(stop_loudly, health)
 
     parts = AgentParts(ctx, guard, publisher, activity, stats, stop)
-    by_topic = routes(settings, tables, load_campaigns())
+    book = load_campaigns()
+    by_topic = routes(settings, tables, book)
     for source, route in by_topic.items():
         within = settings.bid_batch_within_s if route.name == "bids" else settings.batch_within_s
         agent = batch_agent(route, parts, settings.batch_size, within)
@@ -168,6 +170,14 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
 
     add_stats_report(app, stats, models)
     add_brand_flush(app, ctx, tables.brand_windows, publisher)
+    sweeper = Sweeper(
+        tables.profiles,
+        tables.ledger,
+        settings=settings,
+        book=book,
+        profile_partition=lambda user: key_partition(user.encode(), settings.partitions),
+    )
+    add_state_sweep(app, ctx, sweeper, stats)
     add_liveness_check(
         app,
         LivenessCheck(settings.liveness_stall_s),

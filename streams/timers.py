@@ -1,4 +1,4 @@
-"""The worker's timers: the stats line, the brand-window flush and the liveness check."""
+"""The worker's timers: the stats line, the brand-window flush, state expiry and the liveness check."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from streams.errors import WorkerStalled
 from streams.faust_compat import active_partitions, committed_offset, fetch_state
 from streams.handlers.common import Context
 from streams.handlers.trends import flush_quiet_brands, write_flushed
+from streams.housekeeping import SWEEP_EVERY_S, Sweeper
 from streams.inference import TritonModels
 from streams.liveness import LivenessCheck
 from streams.offsets import SkipGuard
@@ -65,6 +66,23 @@ def add_brand_flush(app: AppT, ctx: Context, windows: MutableMapping[str, Any], 
     @app.timer(BRAND_FLUSH_EVERY_S)
     async def close_quiet_brand_windows() -> None:
         await flush_owned_brands(app, ctx, windows, publisher)
+
+
+def add_state_sweep(app: AppT, ctx: Context, sweeper: Sweeper, stats: Counter[str]) -> None:
+    """Expire idle profiles and dead ledger entries, a slice per tick, in the partitions this
+    worker is active for (profiles and the ledger follow the input partitions; a delete in a
+    standby copy would be a changelog write to another worker's partition)."""
+    topics = ctx.settings.topics
+
+    @app.timer(SWEEP_EVERY_S)
+    async def expire_state() -> None:
+        active = active_partitions(app, topics.clickstream) & active_partitions(app, topics.bid_requests)
+        if not active:
+            return
+        swept = sweeper.step(ctx.now(), active)
+        for what in ("profiles", "caps", "caps_trimmed", "spend"):
+            if n := getattr(swept, what):
+                stats[f"expired:{what}"] += n
 
 
 def add_liveness_check(

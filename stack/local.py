@@ -141,24 +141,47 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+_WORKER_PORTS: set[int] = set()  # metrics ports handed to the workers this process started
+
+
+def worker_metrics_port(preferred: int) -> int:
+    """`preferred` if it is free and no other worker of this process was given it, else a free
+    port: workers started back to back would otherwise all be given the same free port."""
+    port = free_port(preferred)
+    while port in _WORKER_PORTS:
+        port = free_port(0)
+    _WORKER_PORTS.add(port)
+    return port
+
+
 @dataclass
 class WorkerProcess:
-    """One `python -m streams worker` process with its own log file."""
+    """One `python -m streams worker` process with its own log file, and its own port for
+    /metrics, /health and /ready (`metrics_url`)."""
 
     settings: Settings
     log_path: Path
     name: str = "worker"
     process: ManagedProcess = field(init=False)
+    metrics_port: int = field(init=False)
 
     def __post_init__(self) -> None:
+        self.metrics_port = worker_metrics_port(self.settings.metrics_port)
+        env = child_env(self.settings)
+        env["MS_METRICS_PORT"] = str(self.metrics_port)
         self.process = ManagedProcess(
             name=self.name,
             argv=[sys.executable, "-m", "streams", "worker"],
             log_path=self.log_path,
             pid_path=self.log_path.with_suffix(".pid"),
-            env=child_env(self.settings),
+            env=env,
             cwd=REPO,
         )
+
+    @property
+    def metrics_url(self) -> str:
+        """Where the worker serves /metrics, /health and /ready."""
+        return f"http://{self.settings.metrics_host}:{self.metrics_port}"
 
     def start(self) -> None:
         self.process.start()

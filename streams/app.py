@@ -29,10 +29,12 @@ from streams.handlers.common import Context, Outcome
 from streams.handlers.segments import handle_clicks, handle_social
 from streams.handlers.trends import handle_brand_posts
 from streams.housekeeping import Sweeper
+from streams.http import EndpointSensor, EndpointServer, Readiness
 from streams.inference import TritonModels
 from streams.labels import load_labels
 from streams.liveness import LivenessCheck
 from streams.logsafe import hide_sasl_secrets
+from streams.metrics import WorkerMetrics
 from streams.offsets import Offsets, Partition, SkipGuard, assignment_starts
 from streams.pipeline import Route
 from streams.publisher import Publisher
@@ -133,6 +135,20 @@ def skip_guard(app: faust.App, settings: Settings, inputs: set[str]) -> SkipGuar
     return guard
 
 
+def add_endpoints(app: faust.App, settings: Settings, inputs: set[str], health: Health) -> Readiness:
+    """/health, /ready and /metrics (streams.http), served for as long as the app runs."""
+
+    def owned() -> int:
+        return sum(1 for tp in app.consumer.assignment() if tp.topic in inputs)
+
+    readiness = Readiness(owned=owned, stopping=lambda: health.fatal)
+    metrics = WorkerMetrics()
+    metrics.track_readiness(lambda: readiness.ready)
+    server = EndpointServer(settings.metrics_host, settings.metrics_port, readiness, metrics.registry)
+    app.sensors.add(EndpointSensor(server, readiness))
+    return readiness
+
+
 def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     health = health if health is not None else Health()
     hide_sasl_secrets()  # aiokafka logs the SASL PLAIN password at DEBUG otherwise
@@ -140,6 +156,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     topics = settings.topics
     inputs = set(topics.consumed)
     install_rebalance_workarounds(app, inputs)
+    readiness = add_endpoints(app, settings, inputs, health)
 
     tables = make_tables(app, settings)
     models = TritonModels(settings, TextTokenizer(settings.tokenizer_path, settings.max_seq_len))
@@ -191,6 +208,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     @app.task
     async def wait_for_models() -> None:
         await models.wait_ready(within_s=settings.triton_retry_max_s)
+        readiness.models_ready = True
         log.info("models ready on %s", settings.triton_grpc_url)
 
     async def close_models(sender: Any, *_: Any, **__: Any) -> None:

@@ -134,6 +134,16 @@ class Settings(BaseSettings):
         "is forgotten before the segment can see them.",
     )
 
+    # --- metrics and health (streams.http) ----------------------------------------------------
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the worker's /metrics, /health and /ready; loopback unless a "
+        "scraper on another host (a container network) needs it.",
+    )
+    metrics_port: int = Field(
+        default=9400, ge=0, le=65535, description="Port of /metrics, /health and /ready; 0 picks a free one."
+    )
+
     # --- dashboard (python -m dashboard) -------------------------------------------------------
     dashboard_token: SecretStr | None = Field(
         default=None, description="Required when the dashboard listens beyond loopback (compose does)."

@@ -20,6 +20,7 @@ from faust.types import EventT, StreamT
 from streams.dlq import RecordMeta
 from streams.faust_compat import hold_until_published, queue_depth, release_published
 from streams.handlers.common import Context
+from streams.metrics import WorkerMetrics
 from streams.offsets import SkipGuard
 from streams.pii import redact
 from streams.pipeline import Route, process
@@ -63,6 +64,7 @@ class AgentParts:
     activity: Activity
     stats: Counter[str]
     stop: Callable[[BaseException], None]  # stops the worker loudly (streams.shutdown)
+    metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
 
 
 def batch_agent(route: Route, parts: AgentParts, batch_size: int, within_s: float) -> AgentFn:
@@ -93,12 +95,14 @@ def batch_agent(route: Route, parts: AgentParts, batch_size: int, within_s: floa
             await parts.guard.check(
                 [(e.message.topic, e.message.partition, e.message.offset) for e in events]
             )
+            done = parts.metrics.batch(route.name, events[0].message.topic, len(events))
             try:
                 batch = [(meta_of(e), e.value) for e in events]
                 await parts.publisher.publish(await process(batch, route, parts.ctx))
             except Exception as exc:
                 await fail(events, exc)
             release_published(events)
+            done()
             parts.stats[f"in:{route.name}"] += len(batch)
             del parts.activity.busy[route.name]
 

@@ -30,12 +30,12 @@ from streams.handlers.segments import handle_clicks, handle_social
 from streams.handlers.trends import handle_brand_posts
 from streams.housekeeping import Sweeper
 from streams.http import EndpointSensor, EndpointServer, Readiness
-from streams.inference import TritonModels
 from streams.labels import load_labels
 from streams.liveness import LivenessCheck
 from streams.logsafe import hide_sasl_secrets
-from streams.metrics import WorkerMetrics
+from streams.metrics import MeteredModels, WorkerMetrics
 from streams.offsets import Offsets, Partition, SkipGuard, assignment_starts
+from streams.pacing import Ledger
 from streams.pipeline import Route
 from streams.publisher import Publisher
 from streams.replies import ReplyIndex, load_catalogue
@@ -44,7 +44,13 @@ from streams.settings import Settings
 from streams.shutdown import EXIT_FATAL, Health, hard_exit, stop_loudly
 from streams.tables import Tables, key_partition, make_tables
 from streams.text import TextTokenizer
-from streams.timers import add_brand_flush, add_liveness_check, add_state_sweep, add_stats_report
+from streams.timers import (
+    add_brand_flush,
+    add_liveness_check,
+    add_metrics_refresh,
+    add_state_sweep,
+    add_stats_report,
+)
 
 __all__ = ["EXIT_FATAL", "Health", "create_app", "key_partition"]
 
@@ -102,11 +108,10 @@ def routes(settings: Settings, tables: Tables, book: CampaignBook) -> dict[str, 
     }
 
 
-def skip_guard(app: faust.App, settings: Settings, inputs: set[str]) -> SkipGuard:
+def skip_guard(app: faust.App, group_offsets: GroupOffsets, inputs: set[str]) -> SkipGuard:
     """The skip guard, looking up assignment starts from the broker (the group's committed
     offsets with the admin API, the log starts with the consumer), and forgetting revoked
     partitions."""
-    group_offsets = GroupOffsets(settings, app.conf.id)
 
     async def committed(partitions: list[Partition]) -> Offsets:
         return await asyncio.to_thread(group_offsets.committed, partitions)
@@ -135,15 +140,16 @@ def skip_guard(app: faust.App, settings: Settings, inputs: set[str]) -> SkipGuar
     return guard
 
 
-def add_endpoints(app: faust.App, settings: Settings, inputs: set[str], health: Health) -> Readiness:
+def add_endpoints(
+    app: faust.App, settings: Settings, inputs: set[str], health: Health, metrics: WorkerMetrics
+) -> Readiness:
     """/health, /ready and /metrics (streams.http), served for as long as the app runs."""
 
     def owned() -> int:
         return sum(1 for tp in app.consumer.assignment() if tp.topic in inputs)
 
     readiness = Readiness(owned=owned, stopping=lambda: health.fatal)
-    metrics = WorkerMetrics()
-    metrics.track_readiness(lambda: readiness.ready)
+    metrics.track(lambda: readiness.ready, lambda: app.rebalancing_count)
     server = EndpointServer(settings.metrics_host, settings.metrics_port, readiness, metrics.registry)
     app.sensors.add(EndpointSensor(server, readiness))
     return readiness
@@ -156,10 +162,12 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     topics = settings.topics
     inputs = set(topics.consumed)
     install_rebalance_workarounds(app, inputs)
-    readiness = add_endpoints(app, settings, inputs, health)
+    metrics = WorkerMetrics(topics, group=settings.faust_app_id)
+    readiness = add_endpoints(app, settings, inputs, health, metrics)
 
     tables = make_tables(app, settings)
-    models = TritonModels(settings, TextTokenizer(settings.tokenizer_path, settings.max_seq_len))
+    tokenizer = TextTokenizer(settings.tokenizer_path, settings.max_seq_len)
+    models = MeteredModels(settings, tokenizer, metrics)
     ctx = Context(
         settings=settings,
         models=models,
@@ -172,12 +180,16 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         name: raw_topic(app, name, settings.partitions)
         for name in topics.outputs + topics.internal + topics.dead_letters
     }
-    publisher = Publisher(sinks, stats)
-    guard = skip_guard(app, settings, inputs)
+    publisher = Publisher(sinks, stats, metrics)
+    group_offsets = GroupOffsets(settings, app.conf.id)
+    guard = skip_guard(app, group_offsets, inputs)
     activity = Activity()
-    stop = partial(stop_loudly, health)
 
-    parts = AgentParts(ctx, guard, publisher, activity, stats, stop)
+    def stop(why: BaseException) -> None:
+        metrics.stopping(why)
+        stop_loudly(health, why)
+
+    parts = AgentParts(ctx, guard, publisher, activity, stats, stop, metrics)
     book = load_campaigns()
     by_topic = routes(settings, tables, book)
     for source, route in by_topic.items():
@@ -203,7 +215,10 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         activity,
         {topic: route.name for topic, route in by_topic.items()},
         stop,
+        metrics,
     )
+    ledger = Ledger(tables.ledger, partitions=settings.partitions)
+    add_metrics_refresh(app, metrics, group_offsets, inputs, ctx, ledger, book)
 
     @app.task
     async def wait_for_models() -> None:

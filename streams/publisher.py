@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from streams.dlq import DeadLetter
 from streams.handlers.common import Outcome, Output
+from streams.metrics import WorkerMetrics
 
 
 class Sink(Protocol):
@@ -24,9 +25,14 @@ class Sink(Protocol):
 
 
 class Publisher:
-    def __init__(self, sinks: Mapping[str, Sink], stats: Counter[str]) -> None:
+    """`metrics` counts what Kafka acknowledged (a registry of its own when none is given)."""
+
+    def __init__(
+        self, sinks: Mapping[str, Sink], stats: Counter[str], metrics: WorkerMetrics | None = None
+    ) -> None:
         self._sinks = sinks
         self._stats = stats
+        self._metrics = metrics or WorkerMetrics()
 
     async def publish(self, outcomes: Sequence[Outcome]) -> None:
         """Send `outcomes` and return once Kafka has acknowledged all of them; raise if any send
@@ -38,6 +44,7 @@ class Publisher:
             lanes.setdefault((outcome.topic, key), []).append(outcome)
         handed = await asyncio.gather(*(self._send_in_order(lane) for lane in lanes.values()))
         await asyncio.gather(*(ack for acks in handed for ack in acks))
+        self._metrics.published(outcomes)
 
     async def _send_in_order(self, lane: list[Outcome]) -> list[Awaitable[Any]]:
         return [await self._send(outcome) for outcome in lane]

@@ -1,4 +1,5 @@
-"""The worker's timers: the stats line, the brand-window flush, state expiry and the liveness check."""
+"""The worker's timers: the stats line, the brand-window flush, state expiry, the liveness check
+and the metrics that are measured rather than counted (consumer lag, campaign spend)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 
 from faust.types import AppT
 
+from streams.admin import GroupOffsets
 from streams.agents import Activity
+from streams.campaigns import CampaignBook
 from streams.errors import WorkerStalled
 from streams.faust_compat import active_partitions, committed_offset, fetch_state
 from streams.handlers.common import Context
@@ -19,7 +22,9 @@ from streams.handlers.trends import flush_quiet_brands, write_flushed
 from streams.housekeeping import SWEEP_EVERY_S, Sweeper
 from streams.inference import TritonModels
 from streams.liveness import LivenessCheck
+from streams.metrics import WorkerMetrics, campaign_paces, consumer_lag
 from streams.offsets import SkipGuard
+from streams.pacing import Ledger
 from streams.publisher import Publisher
 from streams.tables import key_partition
 
@@ -28,6 +33,7 @@ log = logging.getLogger("streams.timers")
 STATS_EVERY_S = 10.0
 BRAND_FLUSH_EVERY_S = 5.0
 LIVENESS_EVERY_S = 5.0
+METRICS_EVERY_S = 5.0
 
 
 def add_stats_report(app: AppT, stats: Counter[str], models: TritonModels) -> None:
@@ -93,6 +99,7 @@ def add_liveness_check(
     activity: Activity,
     agent_of: Mapping[str, str],
     stop: Callable[[BaseException], None],
+    metrics: WorkerMetrics,
 ) -> None:
     """Stop the worker loudly, so that the supervisor restarts it, if an input partition it owns
     has records waiting and neither processing nor committing moves. `agent_of` maps each input
@@ -100,12 +107,16 @@ def add_liveness_check(
 
     @app.timer(LIVENESS_EVERY_S)
     async def check_liveness() -> None:
+        metrics.liveness_checked(await liveness_result())
+
+    async def liveness_result() -> str:
+        """ok, no_offsets (the broker did not answer in time) or stalled."""
         consumer = app.consumer
         # Only the agents' own inputs: changelog partitions are read only to recover tables.
         owned = {(tp.topic, tp.partition): tp for tp in consumer.assignment() if tp.topic in inputs}
         check.forget(set(owned))
         if not owned:
-            return
+            return "ok"
         committed: dict[tuple[str, int], int | None] = {}
         for key, tp in owned.items():
             known = committed_offset(consumer, tp)  # never committed: commits stand where this worker started
@@ -122,7 +133,7 @@ def add_liveness_check(
                 log_starts = await consumer.earliest_offsets(*unknown) if unknown else {}
         except Exception as exc:  # a broker outage is not a stalled consumer: check again later
             log.debug("liveness: no offsets from the broker this time (%r)", exc)
-            return
+            return "no_offsets"
         now = time.monotonic()
         for key, tp in owned.items():
             stall = check.observe(
@@ -136,4 +147,44 @@ def add_liveness_check(
                     activity.describe(agent_of[tp.topic]),
                 )
                 stop(WorkerStalled(str(stall)))
-                return
+                return "stalled"
+        return "ok"
+
+
+def add_metrics_refresh(
+    app: AppT,
+    metrics: WorkerMetrics,
+    group_offsets: GroupOffsets,
+    inputs: Collection[str],
+    ctx: Context,
+    ledger: Ledger,
+    book: CampaignBook,
+) -> None:
+    """Every few seconds: the lag of each input partition this worker owns (end offset minus the
+    group's committed offset, both from the broker, bounded by a timeout), and each campaign's
+    spend, budget and pacing line on the bid partitions it owns (from the ledger table). Nothing
+    is measured during a rebalance: the figures would describe partitions changing hands."""
+    bid_requests = ctx.settings.topics.bid_requests
+
+    @app.timer(METRICS_EVERY_S)
+    async def measure() -> None:
+        if app.rebalancing:
+            return
+        metrics.set_campaigns(campaign_paces(ledger, book, active_partitions(app, bid_requests), ctx.now()))
+        owned = {(tp.topic, tp.partition): tp for tp in app.consumer.assignment() if tp.topic in inputs}
+        try:
+            async with asyncio.timeout(METRICS_EVERY_S):
+                ends = await app.consumer.highwaters(*owned.values()) if owned else {}
+                committed = await asyncio.to_thread(group_offsets.committed, list(owned)) if owned else {}
+                fresh = [tp for key, tp in owned.items() if committed.get(key) is None]
+                starts = await app.consumer.earliest_offsets(*fresh) if fresh else {}
+        except Exception as exc:  # the last figures stay; the next tick asks again
+            log.debug("metrics: no offsets from the broker this time (%r)", exc)
+            return
+        metrics.set_lag(
+            consumer_lag(
+                {key: ends[tp] for key, tp in owned.items() if tp in ends},
+                committed,
+                {key: starts[tp] for key, tp in owned.items() if tp in starts},
+            )
+        )

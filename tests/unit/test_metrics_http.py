@@ -33,7 +33,7 @@ class Worker:
 async def served() -> AsyncIterator[tuple[Worker, str]]:
     worker = Worker()
     metrics = WorkerMetrics()
-    metrics.track_readiness(lambda: worker.readiness.ready)
+    metrics.track(lambda: worker.readiness.ready, lambda: 0)
     server = EndpointServer("127.0.0.1", 0, worker.readiness, metrics.registry)
     await server.start()
     assert server.port > 0  # port 0: the one the OS picked

@@ -18,7 +18,7 @@ NODE_DIRS := contract/check examples/ts-consumer dashboard
 # Debian's Chromium drives the dashboard's browser test (Playwright's own download needs a CDN)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup models demo test unit integration lint clean down node-deps dashboard-assets chromium
+.PHONY: setup models demo test unit integration lint clean down node-deps dashboard-assets chromium prometheus
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ dashboard-assets: dashboard/node_modules/.package-lock.json
 chromium:
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 
+# Debian's Prometheus: promtool checks and unit-tests the alert rules, and `python -m stack up
+# --prometheus` (or `make demo DEMO_ARGS=--prometheus`) runs the server
+prometheus:
+	@test -x /usr/bin/promtool || { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends prometheus; }
+
 models: setup
 	$(BIN)/python -m triton_models.build --training $(MODEL_TRAINING)
 
@@ -54,14 +59,14 @@ lint: setup
 	$(BIN)/mypy
 
 test: MODEL_TRAINING = fast
-test: models lint node-deps chromium
+test: models lint node-deps chromium prometheus
 	$(BIN)/python -m pytest
 
-unit: setup node-deps
+unit: setup node-deps prometheus
 	$(BIN)/python -m pytest tests/unit
 
 integration: MODEL_TRAINING = fast
-integration: models node-deps chromium
+integration: models node-deps chromium prometheus
 	$(BIN)/python -m pytest tests/integration
 
 down:

@@ -3,9 +3,10 @@
 demo  starts Kafka + Triton + a worker, produces events (and some bad records), prints every
       output as it arrives, waits until the worker has committed every input, prints a summary
       and stops everything. Exit code 0 only if every input got its output or dead letter.
-      It starts the live dashboard too and prints its URL (--keep-dashboard: up until Ctrl-C).
+      It starts the live dashboard too and prints its URL (--keep-dashboard: up until Ctrl-C),
+      and the worker's /metrics, /health and /ready (--prometheus: a Prometheus scraping it).
 up    starts Kafka + Triton and the dashboard, and keeps them running until Ctrl-C (point your own
-      worker at them).
+      worker at them; --prometheus: a Prometheus scraping it and Triton).
 down  stops whatever a killed run left behind (by the pid files under .stack/).
 """
 
@@ -30,7 +31,15 @@ from producers.corpus import BRANDS, held_out
 from producers.events import EventFactory, Produced, bad_records, request_id_of
 from producers.kafka import produce
 from stack.errors import StackError
-from stack.local import STATE_DIR, DashboardProcess, LocalStack, WorkerProcess, running_stack
+from stack.local import (
+    STATE_DIR,
+    DashboardProcess,
+    LocalStack,
+    PrometheusProcess,
+    WorkerProcess,
+    running_stack,
+    worker_metrics_port,
+)
 from stack.observe import Consumed, TopicReader, wait_assigned, wait_caught_up
 from stack.process import stop_stale
 from streams.serde import loads
@@ -94,6 +103,18 @@ def start_dashboard(settings: Settings, cleanup: ExitStack) -> DashboardProcess:
     return dashboard
 
 
+def start_prometheus(workers: list[str], stack: LocalStack, cleanup: ExitStack) -> PrometheusProcess:
+    """Debian's Prometheus on loopback, scraping `workers` and Triton with the alert rules."""
+    prometheus = PrometheusProcess(workers, f"{stack.triton.host}:{stack.triton.metrics_port}")
+    prometheus.start()
+    cleanup.callback(prometheus.stop)
+    console.print(
+        f"[bold]prometheus[/] at [bold underline]{prometheus.url}[/] scraping {', '.join(workers)} and "
+        f"Triton's {stack.triton.metrics_url}, with observability/prometheus/alerts.yml"
+    )
+    return prometheus
+
+
 def keep_serving(dashboard: DashboardProcess) -> None:
     """Block until Ctrl-C (or the dashboard exits), for people still looking at the page."""
     console.print(f"[bold]dashboard[/] still live at {dashboard.url}; Ctrl-C stops it, Triton and Kafka")
@@ -117,7 +138,13 @@ def demo(args: argparse.Namespace) -> int:
         worker = WorkerProcess(settings, STATE_DIR / "logs" / f"{settings.topic_prefix}worker.log")
         worker.start()
         console.print(f"[bold]worker[/] started (pid {worker.process.pid}, log {worker.log_path})")
+        console.print(
+            f"[bold]worker[/] metrics and health at [bold underline]{worker.metrics_url}/metrics[/], "
+            f"{worker.metrics_url}/health, {worker.metrics_url}/ready"
+        )
         dashboard = start_dashboard(settings, cleanup)
+        if args.prometheus:
+            start_prometheus([f"127.0.0.1:{worker.metrics_port}"], stack, cleanup)
         try:
             joined = wait_assigned(
                 settings, topics.consumed, timeout=60, alive=worker.process.raise_if_exited
@@ -216,15 +243,21 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def up(_: argparse.Namespace) -> int:
+def up(args: argparse.Namespace) -> int:
     stack = LocalStack()
     stack.up(progress=lambda m: console.print(f"[bold]stack[/] {m}"))
     try:
         with ExitStack() as cleanup:
             # the topics of MS_TOPIC_PREFIX, read as soon as your worker or producers create them
-            start_dashboard(stack.settings(), cleanup)
+            settings = stack.settings()
+            start_dashboard(settings, cleanup)
+            metrics_port = worker_metrics_port(settings.metrics_port)  # where your worker will listen
+            if args.prometheus:
+                start_prometheus([f"127.0.0.1:{metrics_port}"], stack, cleanup)
             console.print(
-                f"export MS_KAFKA_BOOTSTRAP={stack.kafka.bootstrap} MS_TRITON_GRPC_URL={stack.triton.grpc_url}\n"
+                f"export MS_KAFKA_BOOTSTRAP={stack.kafka.bootstrap} MS_TRITON_GRPC_URL={stack.triton.grpc_url} "
+                f"MS_METRICS_PORT={metrics_port}\n"
+                f"your worker's metrics and health: http://127.0.0.1:{metrics_port}/metrics, /health, /ready\n"
                 "Ctrl-C stops the dashboard, Triton and Kafka."
             )
             threading.Event().wait()
@@ -260,7 +293,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the dashboard (and Kafka and Triton) up after the demo, until Ctrl-C",
     )
-    sub.add_parser("up", help="start Kafka + Triton until Ctrl-C")
+    d.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also run Prometheus (Debian's package: make prometheus) scraping the worker and Triton",
+    )
+    u = sub.add_parser("up", help="start Kafka + Triton until Ctrl-C")
+    u.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also run Prometheus scraping your worker (on MS_METRICS_PORT) and Triton",
+    )
     sub.add_parser("down", help="stop processes a killed run left behind")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

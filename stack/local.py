@@ -6,17 +6,22 @@ demo and the tests exercise the same start-up path.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from pydantic import SecretStr
 
+from stack.errors import StackError
 from stack.kafka import KafkaServer, create_topics
 from stack.process import ManagedProcess, free_port, log_tail, port_open, wait_until
 from stack.triton import TritonServer
@@ -28,6 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 STATE_DIR = REPO / ".stack"
 CPU_REPOSITORY = REPO / "build" / "triton-cpu"
 DASHBOARD_PORT = 8765  # the dashboard's port when it is free, else one the OS picks
+PROMETHEUS_DIR = REPO / "observability" / "prometheus"  # compose's config, rules and rule tests
+PROMETHEUS_PORT = 9090  # Prometheus's port when it is free, else one the OS picks
 
 Progress = Callable[[str], None]
 
@@ -248,6 +255,97 @@ class DashboardProcess:
 
     def log(self) -> str:
         return log_tail(self.log_path, 6000)
+
+
+def prometheus_config(
+    workers: Sequence[str], triton: str, *, port: int, scrape_interval_s: float = 5.0
+) -> dict[str, object]:
+    """Compose's Prometheus configuration (observability/prometheus/prometheus.yml) with the local
+    stack's real targets (`host:port` of each worker's /metrics and of Triton's metrics port):
+    the same jobs and the same alert rules, scraped every `scrape_interval_s`."""
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    interval = f"{scrape_interval_s:g}s"
+    config["global"] = {"scrape_interval": interval, "evaluation_interval": interval}
+    config["rule_files"] = [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
+    targets = {"marketing-scorer": list(workers), "triton": [triton], "prometheus": [f"127.0.0.1:{port}"]}
+    for job in config["scrape_configs"]:
+        job.pop("dns_sd_configs", None)  # compose finds the worker replicas by DNS
+        job["static_configs"] = [{"targets": targets[job["job_name"]]}]
+    return dict(config)
+
+
+@dataclass
+class PrometheusProcess:
+    """Debian's Prometheus (`make prometheus` installs it) on 127.0.0.1, scraping `workers` and
+    `triton` (`host:port` each) with compose's jobs and alert rules; its data under `state_dir`,
+    fresh at every start."""
+
+    workers: Sequence[str]
+    triton: str
+    state_dir: Path = STATE_DIR / "prometheus"
+    port: int = PROMETHEUS_PORT
+    scrape_interval_s: float = 5.0
+    process: ManagedProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise StackError("prometheus is not installed: `make prometheus` installs Debian's package")
+        self.port = free_port(self.port)
+        home = self.state_dir / str(self.port)
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        config = home / "prometheus.yml"
+        config.write_text(
+            json.dumps(  # JSON is YAML
+                prometheus_config(
+                    self.workers, self.triton, port=self.port, scrape_interval_s=self.scrape_interval_s
+                ),
+                indent=2,
+            )
+        )
+        self.process = ManagedProcess(
+            name="prometheus",
+            argv=[
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={home / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=1d",
+            ],
+            log_path=home / "prometheus.log",
+            pid_path=home / "prometheus.pid",
+            cwd=home,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start it and wait until it is ready (its rules loaded, scraping)."""
+        self.process.start()
+        wait_until(
+            self._ready, timeout=timeout, what="Prometheus readiness", alive=self.process.raise_if_exited
+        )
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def api(self, path: str) -> object:
+        """The `data` of a Prometheus HTTP API answer, e.g. api("targets")."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}", timeout=10) as response:
+            return json.loads(response.read())["data"]
+
+    def stop(self) -> int | None:
+        return self.process.stop(grace=10.0)
+
+    def log(self) -> str:
+        return log_tail(self.process.log_path, 6000)
 
 
 @contextmanager

@@ -166,6 +166,7 @@ class TritonServer:
             f"--http-port={self.http_port}",
             f"--grpc-address={self.host}",
             f"--grpc-port={self.grpc_port}",
+            "--allow-metrics=true",  # nv_inference_* for Prometheus (observability/prometheus)
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
             "--allow-gpu-metrics=false",

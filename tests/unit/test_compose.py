@@ -1,12 +1,13 @@
 """Validate docker-compose.yml the way `docker compose config` does.
 
-This machine has no compose plugin and no Docker engine, so tools/composecheck wraps
-compose-go (the library behind `docker compose config`): schema validation and
-consistency checks on, OS env plus an optional .env for interpolation.
+Unit tests run before any Docker engine or compose plugin is set up (the compose suite,
+tests/compose, brings those), so tools/composecheck wraps compose-go (the library behind
+`docker compose config`): schema validation and consistency checks on, OS env plus an
+optional .env for interpolation, several files merged in order as `-f A -f B` does.
 
-`load_compose(path)` returns the resolved project as a dict; the `compose_project`
+`load_compose(*paths)` returns the resolved project as a dict; the `compose_project`
 fixture is that for the repo's docker-compose.yml. From another module in this folder:
-`from test_compose import load_compose`.
+`from tests.unit.test_compose import load_compose`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+TEST_OVERRIDE = REPO / "compose.test.yaml"  # the test deployment, applied on top of COMPOSE_FILE
 
 
 @functools.cache
@@ -46,17 +48,18 @@ def build_composecheck() -> Path:
     return binary
 
 
-def run_composecheck(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_composecheck(*args: Path | str) -> subprocess.CompletedProcess[str]:
+    """composecheck FILE [FILE...] [--print]"""
     return subprocess.run(
-        [str(build_composecheck()), str(path), *args], capture_output=True, text=True, timeout=60
+        [str(build_composecheck()), *map(str, args)], capture_output=True, text=True, timeout=60
     )
 
 
-def load_compose(path: Path) -> dict[str, Any]:
-    """The project as `docker compose -f path config` resolves it (fails the test if invalid)."""
-    proc = run_composecheck(path, "--print")
+def load_compose(*paths: Path) -> dict[str, Any]:
+    """The project as `docker compose -f A [-f B ...] config` resolves it (fails the test if invalid)."""
+    proc = run_composecheck(*paths, "--print")
     if proc.returncode != 0:
-        pytest.fail(f"{path} is not a valid compose file:\n{proc.stderr}")
+        pytest.fail(f"{' + '.join(map(str, paths))} is not a valid compose project:\n{proc.stderr}")
     return yaml.safe_load(proc.stdout)
 
 
@@ -76,6 +79,11 @@ def test_repo_compose_file_validates() -> None:
 
 def test_compose_project_fixture(compose_project: dict[str, Any]) -> None:
     assert compose_project["services"], "docker-compose.yml defines no services"
+
+
+def test_test_override_validates_on_top_of_the_production_file() -> None:
+    proc = run_composecheck(COMPOSE_FILE, TEST_OVERRIDE)
+    assert proc.returncode == 0, proc.stderr
 
 
 SAMPLE = """\

@@ -1,11 +1,13 @@
-// Command composecheck loads and validates a compose file with compose-go,
+// Command composecheck loads and validates compose files with compose-go,
 // the library behind `docker compose config`, for machines without the plugin.
 //
-//	composecheck FILE [--print]
+//	composecheck FILE [FILE...] [--print]
 //
-// Exits 0 and prints "ok: N services" (or, with --print, the resolved project
-// as YAML) when FILE loads with schema validation and consistency checks on;
-// exits 1 with the loader's error otherwise.
+// Several files are merged in order, as `docker compose -f FILE -f FILE2`
+// merges them (an override file on top of the base). Exits 0 and prints
+// "ok: N services" (or, with --print, the resolved project as YAML) when they
+// load with schema validation and consistency checks on; exits 1 with the
+// loader's error otherwise.
 package main
 
 import (
@@ -24,25 +26,23 @@ func main() {
 }
 
 func run(args []string) error {
-	var file string
+	var files []string
 	printYAML := false
 	for _, a := range args {
-		switch {
-		case a == "--print":
+		if a == "--print" {
 			printYAML = true
-		case file == "":
-			file = a
-		default:
-			return fmt.Errorf("usage: composecheck FILE [--print]")
+		} else {
+			files = append(files, a)
 		}
 	}
-	if file == "" {
-		return fmt.Errorf("usage: composecheck FILE [--print]")
+	if len(files) == 0 {
+		return fmt.Errorf("usage: composecheck FILE [FILE...] [--print]")
 	}
 	// The same option chain as `docker compose -f FILE config`: OS env, then an
-	// optional .env beside FILE. No WithName: as compose does without -p, the
-	// name comes from COMPOSE_PROJECT_NAME, the file's `name:` or its directory.
-	opts, err := cli.NewProjectOptions([]string{file},
+	// optional .env beside the first FILE. No WithName: as compose does without
+	// -p, the name comes from COMPOSE_PROJECT_NAME, the files' `name:` or the
+	// first file's directory.
+	opts, err := cli.NewProjectOptions(files,
 		cli.WithOsEnv,
 		cli.WithEnvFiles(),
 		cli.WithDotEnv,

@@ -182,7 +182,9 @@ def demo(args: argparse.Namespace) -> int:
                 alerted: set[str] = set()
 
                 def show_new() -> None:
-                    for rec in reader.poll(0.1):
+                    # from reader.records, not poll's answer: read_to_end() below polls too
+                    reader.poll(0.1)
+                    for rec in reader.records[sum(counts.values()) :]:
                         base = rec.topic.removeprefix(settings.topic_prefix)
                         counts[base] += 1
                         console.print(describe(rec, base))

@@ -40,8 +40,27 @@ def load_profile(ctx: Context, user_id: str) -> Profile:
     return Profile.model_validate(stored) if stored else Profile()
 
 
+class BatchProfiles:
+    """The profiles one batch touches: each read from the table once and written back once,
+    after the batch's updates are ready. A user's session lands in one partition and mostly in
+    one batch, so this saves a parse, a dump and a changelog record per event; and a batch that
+    fails before its end has written nothing, so its retry applies its events once."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._touched: dict[str, Profile] = {}
+
+    def __getitem__(self, user_id: str) -> Profile:
+        if user_id not in self._touched:
+            self._touched[user_id] = load_profile(self._ctx, user_id)
+        return self._touched[user_id]
+
+    def write(self) -> None:
+        for user_id, profile in self._touched.items():
+            self._ctx.profiles[user_id] = profile.model_dump(mode="json")
+
+
 def _commit(
-    ctx: Context,
     user_id: str,
     profile: Profile,
     record: Record,
@@ -55,7 +74,6 @@ def _commit(
         profile.segment_since = change.since
         profile.version += 1
         pending.append(_Pending(record, user_id, profile.version, change, list(profile.recent_items), extra))
-    ctx.profiles[user_id] = profile.model_dump(mode="json")
 
 
 async def _emit(pending: list[_Pending], ctx: Context) -> list[Outcome]:
@@ -64,8 +82,8 @@ async def _emit(pending: list[_Pending], ctx: Context) -> list[Outcome]:
     try:
         recs: Recommendations | None = await ctx.models.recommend([p.history for p in pending])
     except RejectedInference as exc:
-        # The profile updates above are already applied: degrade to updates without
-        # recommendations rather than fail the batch and apply its events twice.
+        # A request Triton rejects would be rejected again: degrade to updates without
+        # recommendations rather than dead-letter the batch's events.
         log.error("recommender rejected %d histories: %s", len(pending), exc)
         recs = None
     topic = ctx.settings.topics.segment_updates
@@ -98,17 +116,21 @@ async def _emit(pending: list[_Pending], ctx: Context) -> list[Outcome]:
 
 async def handle_clicks(records: Sequence[Record[ClickEvent]], ctx: Context) -> list[Outcome]:
     pending: list[_Pending] = []
+    profiles = BatchProfiles(ctx)
     for record in records:
         event = record.value
-        profile = load_profile(ctx, event.user_id)
+        profile = profiles[event.user_id]
         profile.apply_click(event, keep_items=ctx.settings.recent_items)
-        _commit(ctx, event.user_id, profile, record, event.ts, [f"event:{event.type.value}"], pending)
-    return await _emit(pending, ctx)
+        _commit(event.user_id, profile, record, event.ts, [f"event:{event.type.value}"], pending)
+    out = await _emit(pending, ctx)
+    profiles.write()
+    return out
 
 
 async def handle_social(records: Sequence[Record[SocialPost]], ctx: Context) -> list[Outcome]:
     scored_posts, out = await score_texts(records, ctx)
     pending: list[_Pending] = []
+    profiles = BatchProfiles(ctx)
     for record, row in scored_posts:
         post = record.value
         p_positive = row.p_positive
@@ -122,10 +144,9 @@ async def handle_social(records: Sequence[Record[SocialPost]], ctx: Context) -> 
             source=record.source,
         )
         out.append(Output.of(ctx.settings.topics.social_scored, post.brand, scored))
-        profile = load_profile(ctx, post.user_id)
+        profile = profiles[post.user_id]
         profile.apply_text(p_positive, post.ts)
         _commit(
-            ctx,
             post.user_id,
             profile,
             record,
@@ -133,4 +154,6 @@ async def handle_social(records: Sequence[Record[SocialPost]], ctx: Context) -> 
             [f"social:{post.brand}:p_positive={p_positive:.2f}"],
             pending,
         )
-    return out + await _emit(pending, ctx)
+    out += await _emit(pending, ctx)
+    profiles.write()
+    return out

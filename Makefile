@@ -18,7 +18,7 @@ NODE_DIRS := contract/check examples/ts-consumer dashboard
 # Debian's Chromium drives the dashboard's browser test (Playwright's own download needs a CDN)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup models demo test unit integration lint clean down node-deps dashboard-assets chromium prometheus
+.PHONY: setup models demo test unit integration compose-test lint clean down node-deps dashboard-assets chromium prometheus
 
 setup: $(STAMP)
 
@@ -68,6 +68,12 @@ unit: setup node-deps prometheus
 integration: MODEL_TRAINING = fast
 integration: models node-deps chromium prometheus
 	$(BIN)/python -m pytest tests/integration
+
+# The compose deployment run for real (tests/compose): a Docker engine installed and started if
+# none runs, compose v2 and the images built, the suite, then that dockerd stopped by its PID
+compose-test: MODEL_TRAINING = fast
+compose-test: models
+	tools/compose-test.sh
 
 down:
 	$(BIN)/python -m stack down

@@ -72,6 +72,20 @@ def machine() -> dict[str, Any]:
     }
 
 
+def commit() -> str:
+    """The checkout measured (the bench runs the worker from its own working directory)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        )
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def pct(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.array(values), q)) if values else float("nan")
 
@@ -358,7 +372,10 @@ def run_bids(stack: LocalStack, args: argparse.Namespace, results: dict[str, Any
     history = [e for u, items in picked for e in factory.session(u, items)]
     # users who bid only in the warm-ups, so that those leave the measured users' caps alone
     warm_alone = [factory.bid_request(user_id=u, tmax=100) for u in users[200:220]]
-    warm_mixed = [factory.bid_request(user_id=u, tmax=100) for u in users[220:]]
+    # the mixed run warms the text paths too: a fresh worker's first chat embeds the reply
+    # catalogue and its first text batches are slow (measured: one 2 s stall of every path)
+    text_warmup = list(itertools.islice(EventFactory(15).stream(("chat", "social")), 32))
+    warm_mixed = [factory.bid_request(user_id=u, tmax=100) for u in users[220:]] + text_warmup
     users = users[:200]
     for name, warm, mixed_rate in (
         ("bid_latency", warm_alone, 0.0),
@@ -411,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
+        "commit": commit(),
         "args": vars(args) | {"out": str(args.out)},
     }
     with running_stack(progress=lambda m: print(f"stack: {m}", flush=True)) as stack:

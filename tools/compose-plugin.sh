@@ -8,7 +8,7 @@
 # `go install module@version` refuses this module (its go.mod has exclude directives), so the
 # pinned module is downloaded through the Go module proxy, its hash checked against the one
 # pinned here (as a go.sum line would), copied somewhere writable and built there with its own
-# go.mod and go.sum. A cold build takes about 4 min on 2 cores and fills ~1.4 GB of Go caches
+# go.mod and go.sum. A cold build takes about 2 min on 2 cores and fills ~1.4 GB of Go caches
 # (GOMODCACHE, GOCACHE), which make a rebuild after a version bump much faster.
 set -euo pipefail
 
@@ -36,7 +36,7 @@ work=$(mktemp -d)
 trap 'chmod -R u+w "$work" && rm -rf "$work"' EXIT
 cp -r "$(field Dir)/." "$work/src"  # the module cache is read-only; the build writes beside go.mod
 chmod -R u+w "$work/src"
-say "building docker compose $VERSION (about 4 min on 2 cores the first time)"
+say "building docker compose $VERSION (about 2 min on 2 cores the first time)"
 mkdir -p "$(dirname "$PLUGIN")"
 if ! (cd "$work/src" && CGO_ENABLED=0 go build -trimpath -buildvcs=false \
     -ldflags "-s -w -X $MODULE/internal.Version=$VERSION" -o "$PLUGIN.tmp" ./cmd) >"$work/build.log" 2>&1; then

@@ -155,15 +155,18 @@ def test_producer_container_every_input_answered_every_bad_record_dead_lettered(
     # user, with versions that go up by one per user
     updates = answers(topics.segment_updates)
     assert updates, "the sessions changed no user's segments"
-    versions: defaultdict[str, list[int]] = defaultdict(list)
+    versions: defaultdict[str, list[tuple[int, str]]] = defaultdict(list)  # per user, in output order
     for p, got in sorted(updates.items(), key=lambda item: item[1][0][0].offset):
         assert p in valid and p[0] in (topics.clickstream, topics.social), p
         for record, body in got:
             update = SegmentUpdate.model_validate(body)
             assert record.key == update.user_id.encode()
-            versions[update.user_id].append(update.version)
+            versions[update.user_id].append((update.version, f"{p[0]}[{p[1]}]@{p[2]}"))
     for user, seen in versions.items():
-        assert seen == list(range(seen[0], seen[0] + len(seen))), (user, seen)
+        numbers = [v for v, _ in seen]
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), (
+            f"{user}'s segment versions do not go up by one (a profile update was lost): {seen}"
+        )
 
     # dead letters: exactly the bad records, byte for byte, with their reasons and positions
     dead = [r for t in topics.dead_letters for r in reader.by_topic(t) if dead_letter_of(r) in position]

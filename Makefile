@@ -61,6 +61,7 @@ lint: setup
 test: MODEL_TRAINING = fast
 test: models lint node-deps chromium prometheus
 	$(BIN)/python -m pytest
+	PYTHON=$(BIN)/python tools/compose-test.sh
 
 unit: setup node-deps prometheus
 	$(BIN)/python -m pytest tests/unit
@@ -73,7 +74,7 @@ integration: models node-deps chromium prometheus
 # none runs, compose v2 and the images built, the suite, then that dockerd stopped by its PID
 compose-test: MODEL_TRAINING = fast
 compose-test: models
-	tools/compose-test.sh
+	PYTHON=$(BIN)/python tools/compose-test.sh
 
 down:
 	$(BIN)/python -m stack down

@@ -33,8 +33,10 @@ finish() {
     exit "$code"
 }
 
-step "engine install and start" tools/docker-engine.sh start
 trap finish EXIT
+trap 'exit 130' INT  # a signal ends the script through `finish` too
+trap 'exit 143' TERM
+step "engine install and start" tools/docker-engine.sh start
 cleanup
 step "compose plugin" tools/compose-plugin.sh
 step "base images" tools/docker-base.sh

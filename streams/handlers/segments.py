@@ -41,10 +41,12 @@ def load_profile(ctx: Context, user_id: str) -> Profile:
 
 
 class BatchProfiles:
-    """The profiles one batch touches: each read from the table once and written back once,
-    after the batch's updates are ready. A user's session lands in one partition and mostly in
-    one batch, so this saves a parse, a dump and a changelog record per event; and a batch that
-    fails before its end has written nothing, so its retry applies its events once."""
+    """The profiles one batch touches: each read from the table once and written back once. A
+    user's session lands in one partition and mostly in one batch, so this saves a parse, a dump
+    and a changelog record per event. Read, update and write happen with no `await` between
+    them: the clickstream and social agents share the table, and an agent that waited between
+    its read and its write would overwrite the other's update of the same user (a segment
+    version went back in the compose suite when the write came after the recommender call)."""
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
@@ -122,9 +124,8 @@ async def handle_clicks(records: Sequence[Record[ClickEvent]], ctx: Context) -> 
         profile = profiles[event.user_id]
         profile.apply_click(event, keep_items=ctx.settings.recent_items)
         _commit(event.user_id, profile, record, event.ts, [f"event:{event.type.value}"], pending)
-    out = await _emit(pending, ctx)
-    profiles.write()
-    return out
+    profiles.write()  # before any await: see BatchProfiles
+    return await _emit(pending, ctx)
 
 
 async def handle_social(records: Sequence[Record[SocialPost]], ctx: Context) -> list[Outcome]:
@@ -154,6 +155,5 @@ async def handle_social(records: Sequence[Record[SocialPost]], ctx: Context) -> 
             [f"social:{post.brand}:p_positive={p_positive:.2f}"],
             pending,
         )
-    out += await _emit(pending, ctx)
-    profiles.write()
-    return out
+    profiles.write()  # before any await: see BatchProfiles
+    return out + await _emit(pending, ctx)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -350,3 +352,28 @@ async def test_deal_searches_make_a_bargain_hunter() -> None:
         await handle_clicks(records(raws, ClickEvent, "clickstream"), make_ctx()), SegmentUpdate
     )
     assert "bargain_hunter" in updates[-1].entered
+
+
+async def test_a_click_batch_waiting_on_the_recommender_keeps_a_concurrent_post() -> None:
+    """The clickstream and social agents share the profile table: while a click batch waits on
+    the recommender, a post by the same user is counted, and neither update is lost."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    class HeldRecommender(FakeModels):
+        async def recommend(self, histories: Any, *, deadline_s: float | None = None) -> Any:
+            entered.set()
+            await release.wait()
+            return await super().recommend(histories, deadline_s=deadline_s)
+
+    ctx = make_ctx(HeldRecommender())
+    session = EventFactory(seed=4).session("42", [11, 12])
+    clicks = asyncio.create_task(
+        handle_clicks(records([r.value for r in session], ClickEvent, "clickstream"), ctx)
+    )
+    await entered.wait()  # the click batch is inside its recommender call
+    post = EventFactory(seed=5).social(text="I love it", user_id="u42", brand="acme").value
+    release.set()  # the post's own segment change calls the recommender too
+    await handle_social(records([post], SocialPost, "social"), ctx)
+    await clicks
+    profile = ctx.profiles["u42"]
+    assert (profile["events"], profile["texts"]) == (len(session), 1), profile

@@ -204,18 +204,24 @@ def passthrough(stack: LocalStack, records: list[Produced]) -> dict[str, float]:
     return {"records": moved, "elapsed_s": elapsed, "records_per_s": moved / elapsed}
 
 
-def click_throughput(stack: LocalStack, records: list[Produced]) -> dict[str, float]:
-    settings, worker = _worker(stack, f"bench-clicks-{int(time.time())}-")
-    produce(settings, records)
+def drain(stack: LocalStack, name: str, records: list[Produced], answers: str) -> tuple[list[Any], float]:
+    """Produce `records` as a backlog, then start a worker and let it drain them; its answers on
+    `answers` and the span of their Kafka timestamps, in seconds."""
+    settings, worker = _worker(stack, f"bench-{name}-{int(time.time())}-")
+    produce(settings, records)  # backlog first, then the worker drains it
     worker.start()
     try:
         wait_caught_up(settings, settings.topics.consumed, timeout=900, alive=worker.process.raise_if_exited)
-        with TopicReader(settings, [settings.topics.segment_updates]) as reader:
-            updates = reader.read_to_end()
+        with TopicReader(settings, [settings.topics.name(answers)]) as reader:
+            out = reader.read_to_end()
     finally:
         worker.stop()
-    stamps = sorted(r.timestamp_ms for r in updates)
-    span = (stamps[-1] - stamps[0]) / 1000
+    stamps = sorted(r.timestamp_ms for r in out)
+    return out, (stamps[-1] - stamps[0]) / 1000
+
+
+def click_throughput(stack: LocalStack, records: list[Produced]) -> dict[str, float]:
+    updates, span = drain(stack, "clicks", records, "segment-updates")
     return {
         "clicks": len(records),
         "segment_updates": len(updates),
@@ -232,17 +238,7 @@ def _worker(stack: LocalStack, prefix: str) -> tuple[Settings, WorkerProcess]:
 
 
 def chat_throughput(stack: LocalStack, records: list[Produced]) -> dict[str, float]:
-    settings, worker = _worker(stack, f"bench-tp-{int(time.time())}-")
-    produce(settings, records)  # backlog first, then the worker drains it
-    worker.start()
-    try:
-        wait_caught_up(settings, settings.topics.consumed, timeout=900, alive=worker.process.raise_if_exited)
-        with TopicReader(settings, [settings.topics.cs_replies]) as reader:
-            replies = reader.read_to_end()
-    finally:
-        worker.stop()
-    stamps = sorted(r.timestamp_ms for r in replies)
-    span = (stamps[-1] - stamps[0]) / 1000
+    replies, span = drain(stack, "tp", records, "cs-replies")
     return {"messages": len(replies), "drain_s": span, "messages_per_s": (len(replies) - 1) / span}
 
 

@@ -22,7 +22,7 @@ from producers.kafka import produce
 from stack.local import REPO, STATE_DIR, DashboardProcess
 from stack.observe import TopicReader, wait_caught_up
 from tests.integration.conftest import Scorer
-from tests.integration.test_decisions_e2e import ANGER, PRAISE, STAPLES, click, post
+from tests.integration.test_decisions_e2e import STAPLES, brand_spike, click
 
 pytestmark = pytest.mark.integration
 
@@ -49,20 +49,6 @@ CHATS = (
     "I want to talk to a real person, not a bot.",
     "The app charged me twice for the same basket, I want my money back!",
 )
-
-
-def brand_spike(size: int) -> list[Produced]:
-    """test_decisions_e2e's spike: three calm windows (one complaint in six), one of complaints
-    only, and a post in the next window that closes it: one alert for spikebrand."""
-    start = (int(datetime.now(UTC).timestamp()) // size - 8) * size
-    posts, n = [], 0
-    calm, spike, closer = [ANGER[0], *PRAISE], [*ANGER, ANGER[1]], [PRAISE[0]]
-    for window, texts in enumerate([calm, calm, calm, spike, closer]):
-        for i, text in enumerate(texts):
-            at = datetime.fromtimestamp(start + window * size + i * size / (len(texts) + 1), UTC)
-            posts.append(post("spikebrand", text.format(b="spikebrand"), at, n))
-            n += 1
-    return posts
 
 
 def cart_abandoner() -> list[Produced]:

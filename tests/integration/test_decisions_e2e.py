@@ -181,11 +181,14 @@ ANGER = (
 )
 
 
-def test_a_brand_spike_raises_one_alert(scorer: Scorer) -> None:
-    """Three calm windows (one complaint in six posts), then a window of complaints only."""
-    settings, topics = scorer.settings, scorer.settings.topics
-    size = settings.brand_window_s
-    start = (int(datetime.now(UTC).timestamp()) // size - 8) * size
+def spike_start(size: int) -> int:
+    return (int(datetime.now(UTC).timestamp()) // size - 8) * size
+
+
+def brand_spike(size: int, start: int | None = None) -> list[Produced]:
+    """Three calm windows from `start` (one complaint in six), one of complaints only, and a
+    post in the next window that closes it: one alert for spikebrand."""
+    start = spike_start(size) if start is None else start
     posts, n = [], 0
     calm, spike, closer = [ANGER[0], *PRAISE], [*ANGER, ANGER[1]], [PRAISE[0]]
     for window, texts in enumerate([calm, calm, calm, spike, closer]):
@@ -193,7 +196,15 @@ def test_a_brand_spike_raises_one_alert(scorer: Scorer) -> None:
             at = datetime.fromtimestamp(start + window * size + i * size / (len(texts) + 1), UTC)
             posts.append(post("spikebrand", text.format(b="spikebrand"), at, n))
             n += 1
-    reader = run(scorer, posts)
+    return posts
+
+
+def test_a_brand_spike_raises_one_alert(scorer: Scorer) -> None:
+    """Three calm windows (one complaint in six posts), then a window of complaints only."""
+    settings, topics = scorer.settings, scorer.settings.topics
+    size = settings.brand_window_s
+    start = spike_start(size)
+    reader = run(scorer, brand_spike(size, start))
 
     windows = [
         BrandWindow.model_validate(orjson.loads(r.value or b""))

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.segments import CHURN_AFTER
+from streams.signing import NoticeSigner
 from streams.topics import Topics
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -134,6 +135,41 @@ class Settings(BaseSettings):
         "is forgotten before the segment can see them.",
     )
 
+    # --- the HTTP bidder and its notices (streams.gateway, streams.signing) -------------------
+    gateway_host: str = Field(default="127.0.0.1", description="Address of the OpenRTB HTTP endpoint.")
+    gateway_port: int = Field(default=8080, ge=0, le=65535, description="0 picks a free one.")
+    gateway_bid_path: str = Field(default="/openrtb2/bid", pattern=r"^/[A-Za-z0-9/_.-]*$")
+    gateway_notice_path: str = Field(default="/openrtb2/notice", pattern=r"^/[A-Za-z0-9/_.-]*$")
+    gateway_network_allowance_ms: float = Field(
+        default=10.0,
+        ge=0,
+        description="Subtracted from tmax: the time the answer needs to reach the exchange.",
+    )
+    gateway_default_tmax_ms: int = Field(
+        default=120, gt=0, description="The deadline of a request that does not say (no tmax)."
+    )
+    gateway_max_body_bytes: int = Field(default=65_536, ge=1024, description="Larger bodies get 413.")
+    gateway_max_header_bytes: int = Field(default=8_190, ge=1024, description="Per header line.")
+    gateway_read_timeout_s: float = Field(
+        default=1.0, gt=0, description="A request body not read within this long gets 408."
+    )
+    notice_base_url: str = Field(
+        default="http://127.0.0.1:8080/openrtb2/notice",
+        description="Where exchanges reach our notice endpoint (nurl/burl/lurl point here).",
+    )
+    notice_keys: dict[str, SecretStr] = Field(
+        default_factory=lambda: {"dev": SecretStr("insecure-development-notice-key")},
+        description="HMAC keys of the notice URLs by key id (JSON); add one and make it current "
+        "to rotate. The default is for loopback only: the gateway refuses it on another address.",
+    )
+    notice_key_id: str = Field(default="dev", description="The key new notice URLs are signed with.")
+    notice_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="A bid's reservation is released when neither a billing nor a loss notice "
+        "came within this long; a later notice is dead-lettered, never charged.",
+    )
+
     # --- metrics and health (streams.http) ----------------------------------------------------
     metrics_host: str = Field(
         default="127.0.0.1",
@@ -162,12 +198,20 @@ class Settings(BaseSettings):
                 f"liveness_stall_s ({self.liveness_stall_s:g}) must exceed triton_retry_max_s "
                 f"({self.triton_retry_max_s:g}): a batch retrying an unavailable Triton is not a stall"
             )
+        if self.notice_key_id not in self.notice_keys:
+            raise ValueError(
+                f"notice_key_id {self.notice_key_id!r} is not among notice_keys {sorted(self.notice_keys)}"
+            )
         if self.profile_ttl_s <= CHURN_AFTER.total_seconds():
             raise ValueError(
                 f"profile_ttl_s ({self.profile_ttl_s:g}) must exceed churn_risk's window "
                 f"({CHURN_AFTER.total_seconds():g} s): a returning lapsed customer must still be known"
             )
         return self
+
+    def notice_signer(self) -> NoticeSigner:
+        keys = {kid: key.get_secret_value().encode() for kid, key in self.notice_keys.items()}
+        return NoticeSigner(keys, self.notice_key_id)
 
     @cached_property
     def topics(self) -> Topics:

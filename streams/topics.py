@@ -8,11 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-INPUTS = ("clickstream", "chat", "social", "bid-requests")
+INPUTS = ("clickstream", "chat", "social", "bid-requests", "ad-events")
 # Written and read by the worker itself: scored posts re-keyed by brand, so that one worker
 # holds each brand's window whichever users wrote about it.
 INTERNAL = ("social-scored",)
-OUTPUTS = ("segment-updates", "ad-bids", "cs-replies", "brand-sentiment", "brand-alerts")
+OUTPUTS = (
+    "segment-updates",
+    "ad-bids",
+    "cs-replies",
+    "brand-sentiment",
+    "brand-alerts",
+    "ad-outcomes",
+    # the worker's answers to bid requests that came through the HTTP gateway, read back by it
+    # (streams.gateway); what the gateway answered is then written to ad-bids
+    "bid-replies",
+)
 DLQ_SUFFIX = ".dlq"
 
 
@@ -62,6 +72,18 @@ class Topics:
     @property
     def cs_replies(self) -> str:
         return self.name("cs-replies")
+
+    @property
+    def ad_events(self) -> str:
+        return self.name("ad-events")
+
+    @property
+    def ad_outcomes(self) -> str:
+        return self.name("ad-outcomes")
+
+    @property
+    def bid_replies(self) -> str:
+        return self.name("bid-replies")
 
     def dlq(self, input_topic: str) -> str:
         return f"{input_topic}{DLQ_SUFFIX}"

@@ -76,7 +76,8 @@ def check_versions(allow_untested: bool, installed: Callable[[str], str | None] 
 
 def seek_fresh_partitions_too(consumer: ConsumerT, inputs: Collection[str]) -> None:
     """Make Faust's seek to the committed offsets also seek the partitions of `inputs` that the
-    group never committed, to their log start (what auto_offset_reset=earliest means). Patches
+    group never committed, to their log start (what auto_offset_reset=earliest means), read as an
+    offset and sought to, so the consumer's position is valid at once. Patches
     the consumer once; later calls do nothing.
 
     Works around aiokafka's `AIOKafkaConsumer.seek_to_committed`, which leaves a partition
@@ -92,7 +93,12 @@ def seek_fresh_partitions_too(consumer: ConsumerT, inputs: Collection[str]) -> N
         committed = await seek_to_committed()
         fresh = [tp for tp, offset in committed.items() if not offset and tp.topic in inputs]
         if fresh:
-            await patched._thread.seek_to_beginning(*fresh)
+            # Seek to the log start as a concrete offset: `seek_to_beginning` leaves the position
+            # unset until the next fetch resolves it, and Faust's commit-livelock check
+            # (`_verify_aiokafka_event_path`) reads that position meanwhile and fails an assert
+            # in aiokafka: a restarted worker crashed once that way, soon after its first rebalance.
+            start = await patched._thread.earliest_offsets(*fresh)
+            await patched._thread.seek_wait(start)
             log.info(
                 "never committed, so read from the log start: %s",
                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(fresh)),

@@ -112,12 +112,18 @@ async def test_aiokafka_seek_to_committed_leaves_never_committed_partitions_alon
     assert sought == [(TopicPartition("chat", 2), 17)]
 
 
-def test_faust_consumer_thread_still_has_the_seek_the_workaround_calls() -> None:
-    seek = AIOKafkaConsumerThread.seek_to_beginning
-    assert inspect.iscoroutinefunction(seek)
-    assert [p.kind for p in inspect.signature(seek).parameters.values()][1:] == [
+def test_faust_consumer_thread_still_has_the_calls_the_workaround_makes() -> None:
+    earliest = AIOKafkaConsumerThread.earliest_offsets
+    assert inspect.iscoroutinefunction(earliest)
+    assert [p.kind for p in inspect.signature(earliest).parameters.values()][1:] == [
         inspect.Parameter.VAR_POSITIONAL
     ]
+    seek_wait = AIOKafkaConsumerThread.seek_wait
+    assert inspect.iscoroutinefunction(seek_wait)
+    assert list(inspect.signature(seek_wait).parameters)[1:] == ["partitions"]
+
+
+LOG_START = 5  # the log start after retention deleted the first records
 
 
 class ThreadCalls:
@@ -127,7 +133,8 @@ class ThreadCalls:
     def __init__(self, committed: dict[TP, int | None]) -> None:
         self.committed = committed
         self.seeks_to_committed = 0
-        self.to_beginning: list[tuple[TP, ...]] = []
+        self.asked_start: list[tuple[TP, ...]] = []
+        self.sought: list[dict[TP, int]] = []
         self.flow_at_seek: list[bool] = []
 
     def install(self, app: faust.App, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,11 +146,16 @@ class ThreadCalls:
             self.flow_at_seek.append(consumer.flow_active)
             return self.committed
 
-        async def seek_to_beginning(*partitions: TP) -> None:
-            self.to_beginning.append(partitions)
+        async def earliest_offsets(*partitions: TP) -> dict[TP, int]:
+            self.asked_start.append(partitions)
+            return {tp: LOG_START for tp in partitions}
+
+        async def seek_wait(partitions: dict[TP, int]) -> None:
+            self.sought.append(dict(partitions))
 
         monkeypatch.setattr(thread, "seek_to_committed", seek_to_committed)
-        monkeypatch.setattr(thread, "seek_to_beginning", seek_to_beginning)
+        monkeypatch.setattr(thread, "earliest_offsets", earliest_offsets)
+        monkeypatch.setattr(thread, "seek_wait", seek_wait)
         monkeypatch.setattr(thread, "assignment", lambda: set(self.committed))
 
 
@@ -166,7 +178,9 @@ async def test_faust_seek_reads_never_committed_input_partitions_from_the_log_st
     await app.consumer.perform_seek()
 
     assert calls.seeks_to_committed == 1
-    assert calls.to_beginning == [(TP("chat", 0), TP("chat", 1))]
+    assert calls.asked_start == [(TP("chat", 0), TP("chat", 1))]
+    # sought to the log start as concrete offsets, so the position is valid at once
+    assert calls.sought == [{TP("chat", 0): LOG_START, TP("chat", 1): LOG_START}]
     assert committed_offset(app.consumer, TP("chat", 2)) == 17  # Faust's bookkeeping unchanged
     assert committed_offset(app.consumer, TP("chat", 0)) is None
 
@@ -180,7 +194,7 @@ async def test_nothing_to_seek_when_every_input_partition_has_a_commit(
     install_rebalance_workarounds(app, {"chat", "bids"})
     await app.on_partitions_assigned.send(set(calls.committed))
     await app.consumer.perform_seek()
-    assert calls.to_beginning == []
+    assert calls.asked_start == [] and calls.sought == []
 
 
 # --- the flow is held until the seek ----------------------------------------------------------

@@ -55,6 +55,6 @@ class Publisher:
             ack = await sink.send(key=outcome.key, value=outcome.value, headers=outcome.headers)
             self._stats[f"dlq:{outcome.topic}"] += 1
         else:
-            ack = await sink.send(key=outcome.key.encode(), value=outcome.value)
+            ack = await sink.send(key=outcome.key.encode(), value=outcome.value, headers=outcome.headers)
             self._stats[f"out:{outcome.topic}"] += 1
         return ack

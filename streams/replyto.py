@@ -15,6 +15,9 @@ from collections.abc import Sequence
 HEADER_GATEWAY = "ms-gateway"  # the gateway instance waiting for the answer
 HEADER_CORRELATION = "ms-corr"  # its id for the HTTP request
 HEADER_DEADLINE_MS = "ms-deadline-ms"  # epoch ms by which the answer must be out (tmax from arrival)
+# On a request the gateway found invalid and answered itself (400): the worker dead-letters it
+# as any invalid record and sends no answer of its own.
+HEADER_ANSWERED = "ms-answered"
 
 
 def header(headers: Sequence[tuple[str, bytes]], name: str) -> bytes | None:
@@ -32,6 +35,10 @@ def deadline_ms(headers: Sequence[tuple[str, bytes]]) -> int | None:
         return int(raw)
     except ValueError:
         return None
+
+
+def answered(headers: Sequence[tuple[str, bytes]]) -> bool:
+    return header(headers, HEADER_ANSWERED) is not None
 
 
 def reply_headers(headers: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]] | None:

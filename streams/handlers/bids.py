@@ -59,6 +59,7 @@ from streams.handlers.segments import load_profile
 from streams.inference import Recommendations
 from streams.pacing import Ledger, Limit, cost_micros
 from streams.profile import Profile
+from streams.replyto import answered, deadline_ms, reply_headers
 from streams.schemas import BidRequest, BidResponse
 from streams.schemas.bids import Bid, Imp, NoBidReason, ResponseExt, SeatBid
 from streams.schemas.common import Id, SourceRef
@@ -175,9 +176,14 @@ class Plan:
 
 def deadline_of(record: Record[BidRequest], now: datetime, mono: float) -> float | None:
     """When the answer must be out, on the monotonic clock: `tmax` (less SAFETY_MS) after the
-    record's Kafka timestamp. The timestamp is wall-clock time, so it is placed against `now`
-    once, with `mono` read at the same moment; every later check and the model's deadline then
-    run on the monotonic clock, which a wall-clock step cannot move."""
+    record's Kafka timestamp, or, for a request from the HTTP gateway, its `ms-deadline-ms`
+    header (less SAFETY_MS: the answer still travels back through bid-replies). Both are
+    wall-clock times, so they are placed against `now` once, with `mono` read at the same
+    moment; every later check and the model's deadline then run on the monotonic clock, which
+    a wall-clock step cannot move."""
+    by_header = deadline_ms(record.meta.headers)
+    if by_header is not None:
+        return mono + (by_header - SAFETY_MS) / 1000.0 - now.timestamp()
     tmax = record.value.tmax
     if tmax is None or record.meta.timestamp_ms is None:
         return None
@@ -208,6 +214,15 @@ _INVALID_NBR = {
 }
 
 
+def answer_route(meta: RecordMeta, ctx: Context) -> tuple[str, list[tuple[str, bytes]] | None]:
+    """Where a request's answer goes: bid-replies with the gateway's headers for a request that
+    came through the HTTP gateway (`streams.replyto`), else ad-bids."""
+    headers = reply_headers(meta.headers)
+    if headers is None:
+        return ctx.settings.topics.ad_bids, None
+    return ctx.settings.topics.bid_replies, headers
+
+
 def answer_invalid_request(
     meta: RecordMeta, raw: bytes | None, error: BadInput, ctx: Context
 ) -> list[Outcome]:
@@ -216,7 +231,7 @@ def answer_invalid_request(
     reasons say why; the schema's detail holds field paths and messages, never values, and the
     other details (a schema_version, an exception) are left out because they can hold values."""
     nbr = _INVALID_NBR.get(error.reason)
-    if nbr is None or raw is None:
+    if nbr is None or raw is None or answered(meta.headers):  # the gateway answered it already (400)
         return []
     body = loads(raw)  # these reasons come after the record was parsed as a JSON object
     try:
@@ -229,7 +244,8 @@ def answer_invalid_request(
     source = SourceRef(topic=meta.topic, partition=meta.partition, offset=meta.offset)
     reasons = [error.reason.value, *([error.detail] if error.reason is Reason.SCHEMA else [])]
     ext = ResponseExt(response_id=f"bid:{source.record_id}", reasons=reasons, source=source)
-    return [Output.of(ctx.settings.topics.ad_bids, key, BidResponse(id=request_id, nbr=nbr, ext=ext))]
+    topic, headers = answer_route(meta, ctx)
+    return [Output.of(topic, key, BidResponse(id=request_id, nbr=nbr, ext=ext), headers)]
 
 
 def _request_refusal(request: BidRequest, book: CampaignBook) -> tuple[NoBidReason, str] | None:
@@ -511,7 +527,6 @@ async def handle_bids(
     without one, a per-process dict stands in (lost on restart, not shared between workers)."""
     if state is None:
         state = _process_state
-    topic = ctx.settings.topics.ad_bids
     ledger = Ledger(state, partitions=ctx.settings.partitions)
     now, started = ctx.now(), ctx.monotonic()  # the batch's one reading of the wall clock
     answers: dict[int, BidResponse] = {}
@@ -547,7 +562,11 @@ async def handle_bids(
     for record in records:
         ledger.advance(record.meta.topic, record.meta.partition, record.meta.offset)
     ledger.commit()
-    return [Output.of(topic, records[i].value.key, answers[i]) for i in range(len(records))]
+    routed = [answer_route(record.meta, ctx) for record in records]
+    return [
+        Output.of(topic, records[i].value.key, answers[i], headers)
+        for i, (topic, headers) in enumerate(routed)
+    ]
 
 
 async def _score(

@@ -40,13 +40,19 @@ class Record(Generic[M]):
 
 @dataclass(frozen=True)
 class Output:
+    """One record to send. `headers` travel with it (a bid's answer to the HTTP gateway carries
+    the gateway's request/reply headers, `streams.replyto`); None sends none."""
+
     topic: str
     key: str
     value: bytes
+    headers: list[tuple[str, bytes]] | None = None
 
     @classmethod
-    def of(cls, topic: str, key: str, model: BaseModel) -> Output:
-        return cls(topic=topic, key=key, value=encode(model))
+    def of(
+        cls, topic: str, key: str, model: BaseModel, headers: list[tuple[str, bytes]] | None = None
+    ) -> Output:
+        return cls(topic=topic, key=key, value=encode(model), headers=headers)
 
 
 Outcome = Output | DeadLetter

@@ -17,9 +17,11 @@ impressions 1000 times that, and `shade` keeps part of it as margin.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -154,11 +156,40 @@ class FrequencyCap(_Config):
 
 
 class Pacing(_Config):
-    """`even`: by time t of the (UTC) day, spend at most budget x (t / 24 h + burst);
-    `asap`: spend the budget as fast as the traffic allows."""
+    """The day's target curve F(t), the share of the daily budget to have spent by time t of
+    the (UTC) day. `even`: F(t) = t / 24 h; `shape`: 24 hour-of-day weights w_0..w_23, F(t) =
+    (w_0 + ... + w_(h-1) + w_h x (fraction of hour h gone)) / sum(w); `asap`: no curve, spend as
+    fast as the traffic allows. Spend (booked plus reserved) never runs more than `burst` of the
+    budget ahead of F (a hard line), and the pacing controller (`streams.pacing_control`)
+    throttles bids to follow F."""
 
-    mode: Literal["even", "asap"] = "even"
+    mode: Literal["even", "asap", "shape"] = "even"
     burst: float = Field(default=0.02, ge=0, le=1, description="How far ahead of the line it may run.")
+    shape: list[float] | None = Field(
+        default=None, description="`shape` only: 24 weights, one per UTC hour of the day, >= 0."
+    )
+
+    @model_validator(mode="after")
+    def _curve(self) -> Pacing:
+        if self.mode == "shape":
+            if self.shape is None or len(self.shape) != 24:
+                raise ValueError("pacing `shape` needs 24 hour-of-day weights")
+            if any(not math.isfinite(w) or w < 0 for w in self.shape) or sum(self.shape) <= 0:
+                raise ValueError("pacing weights must be finite, >= 0, and not all 0")
+        elif self.shape is not None:
+            raise ValueError(f"pacing mode {self.mode!r} takes no `shape` (mode `shape` does)")
+        return self
+
+    def fraction(self, now: datetime) -> float:
+        """F(now): the share of the day's budget the curve allows by `now` (asap: 1)."""
+        if self.mode == "asap":
+            return 1.0
+        midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        elapsed = (now - midnight).total_seconds() / 3600  # hours, 0 <= elapsed < 24
+        if self.shape is None:
+            return elapsed / 24
+        hour = int(elapsed)
+        return (sum(self.shape[:hour]) + self.shape[hour] * (elapsed - hour)) / sum(self.shape)
 
 
 @dataclass(frozen=True)

@@ -51,19 +51,24 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from streams import shading
 from streams.campaigns import Campaign, CampaignBook, Creative, Propensity
 from streams.dlq import RecordMeta
 from streams.errors import BadInput, InferenceError, Reason
 from streams.handlers.common import Context, Outcome, Output, Record
 from streams.handlers.segments import load_profile
 from streams.inference import Recommendations
-from streams.pacing import Ledger, Limit, cost_micros
+from streams.pacing import Ledger, Limit, Reservation, cost_micros
+from streams.pacing_control import pace, passes
 from streams.profile import Profile
 from streams.replyto import answered, deadline_ms, reply_headers
 from streams.schemas import BidRequest, BidResponse
+from streams.schemas.adevents import NoticeKind
 from streams.schemas.bids import Bid, Imp, NoBidReason, ResponseExt, SeatBid
 from streams.schemas.common import Id, SourceRef
 from streams.serde import loads
+from streams.shading import FIRST_PRICE, shaded_price
+from streams.signing import NoticeSigner, Ticket
 
 log = logging.getLogger("streams.handlers.bids")
 # Request values echoed in reasons must not carry what the request smuggled in (scripts, PII).
@@ -75,6 +80,7 @@ FORMULA = (
     "propensity=min(1,sum(top20 scores of campaign products)*(1+sum(segment boosts)))"
 )
 
+Notices = tuple[NoticeSigner, str]  # the signer and the base URL of the notice endpoint
 _process_state: dict[str, Any] = {}  # used only until the app passes a table-backed state
 
 
@@ -91,10 +97,11 @@ class Stage(IntEnum):
     FREQUENCY = 6
     BUDGET = 7
     PACING = 8
-    NO_PROPENSITY = 9
-    BELOW_FLOOR = 10
-    BUDGET_AT_PRICE = 11
-    PACING_AT_PRICE = 12
+    THROTTLED = 9
+    NO_PROPENSITY = 10
+    BELOW_FLOOR = 11
+    BUDGET_AT_PRICE = 12
+    PACING_AT_PRICE = 13
 
     @property
     def nbr(self) -> NoBidReason:
@@ -116,6 +123,7 @@ _NBR = {
     Stage.FREQUENCY: NoBidReason.FREQUENCY_CAPPED,
     Stage.BUDGET: NoBidReason.BUDGET_EXHAUSTED,
     Stage.PACING: NoBidReason.PACING_LIMITED,
+    Stage.THROTTLED: NoBidReason.PACING_LIMITED,
     Stage.NO_PROPENSITY: NoBidReason.NO_PROPENSITY,
     Stage.BELOW_FLOOR: NoBidReason.BELOW_FLOOR,
     Stage.BUDGET_AT_PRICE: NoBidReason.BUDGET_EXHAUSTED,
@@ -422,6 +430,10 @@ def _plan_imp(
         if refusal := ledger.refusal(campaign, user, partition, now):
             plan.skip(_BEFORE_PRICE[refusal.limit], f"{campaign.id}:{refusal.detail}")
             continue
+        current = pace(ledger, campaign, partition, now)
+        if not passes(request.id, campaign, current):
+            plan.skip(Stage.THROTTLED, f"{campaign.id}:{current.explain()}")
+            continue
         adm = creative.adm
         if creative.native is not None and imp.native is not None:
             adm = creative.native.markup(imp.native.request)
@@ -432,12 +444,15 @@ def _plan_imp(
 # --- pricing and the response ---------------------------------------------------------------------
 
 
-def _bid_for(plan: Plan, imp_plan: ImpPlan, cand: Candidate, price: float) -> Bid:
-    request, imp, creative, campaign = plan.record.value, imp_plan.imp, cand.creative, cand.campaign
+def _bid_for(imp_plan: ImpPlan, cand: Candidate, ticket: Ticket, signer: NoticeSigner, base: str) -> Bid:
+    imp, creative, campaign = imp_plan.imp, cand.creative, cand.campaign
     return Bid(
-        id=f"{request.id}:{imp.id}",
+        id=ticket.bid_id,
         impid=imp.id,
-        price=price,
+        price=ticket.bid_price,
+        nurl=signer.url(base, NoticeKind.WIN, ticket),
+        burl=signer.url(base, NoticeKind.BILLING, ticket),
+        lurl=signer.url(base, NoticeKind.LOSS, ticket),
         adm=cand.adm,
         adid=creative.crid,
         adomain=campaign.adomain,
@@ -463,11 +478,16 @@ def _decide(
     book: CampaignBook,
     ledger: Ledger,
     now: datetime,
+    notices: Notices,
     notes: Sequence[str] = (),
 ) -> BidResponse:
-    """Price every candidate and pick one per imp; charges go to `ledger` (a per-request view)."""
+    """Price every candidate and pick one per imp; reservations go to `ledger` (a per-request
+    view). First-price bids are shaded by the campaign's learned factor (`streams.shading`)."""
     record, request = plan.record, plan.record.value
     partition = record.meta.partition
+    # The bid's time: the record's, so a replay that bids the same signs the same notice URLs.
+    stamped = record.meta.timestamp_ms
+    issued_ms = stamped if stamped is not None else int(now.timestamp() * 1000)
     reasons: list[str] = [FORMULA, f"history_items:{len(plan.profile.recent_items)}", *notes]
     bids: dict[str, list[Bid]] = {}
     best_seen: float | None = None
@@ -484,28 +504,59 @@ def _decide(
             priced.append((cand.campaign.price_cpm(p.value), cand, p))
         priced.sort(key=lambda x: (-x[0], x[1].campaign.id))
         won = False
-        for price, cand, p in priced:
+        for unshaded, cand, p in priced:
             c = cand.campaign
             if won:
-                reasons.append(f"imp:{imp.id}:outbid:{c.id}:price={price:g}")
+                reasons.append(f"imp:{imp.id}:outbid:{c.id}:price={unshaded:g}")
                 continue
-            if price < cand.floor:
+            if unshaded < cand.floor:
                 imp_plan.skip(
                     Stage.BELOW_FLOOR,
-                    f"{c.id}:price={price:g}<floor={cand.floor:g}:{c.price_formula(p.value)}",
+                    f"{c.id}:price={unshaded:g}<floor={cand.floor:g}:{c.price_formula(p.value)}",
                 )
                 continue
+            first_price = request.at == FIRST_PRICE
+            factor = shading.current(ledger, c.id, partition).factor if first_price else 1.0
+            price = shaded_price(unshaded, factor, cand.floor) if first_price else unshaded
             cost = cost_micros(price)
             if refusal := ledger.refusal(c, plan.user, partition, now, cost):
                 imp_plan.skip(_AT_PRICE[refusal.limit], f"{c.id}:{refusal.detail}")
                 continue
-            ledger.charge(c, plan.user, partition, now, cost)
-            bids.setdefault(c.seat, []).append(_bid_for(plan, imp_plan, cand, price))
+            ticket = Ticket(
+                bid_id=f"{request.id}:{imp.id}",
+                imp_id=imp.id,
+                campaign=c.id,
+                user=plan.user,
+                partition=partition,
+                bid_price=price,
+                issued_ms=issued_ms,
+                auction_type=request.at,
+            )
+            resv = Reservation(
+                bid_id=ticket.bid_id,
+                imp=imp.id,
+                campaign=c.id,
+                user=plan.user,
+                micros=cost,
+                price=price,
+                unshaded=unshaded,
+                factor=factor,
+                at=request.at,
+                issued_ms=issued_ms,
+            )
+            ledger.reserve(c, partition, now, resv)
+            bids.setdefault(c.seat, []).append(_bid_for(imp_plan, cand, ticket, *notices))
             chosen = p.value if chosen is None else chosen
+            shade = (
+                f"imp:{imp.id}:shading:first_price:factor={factor:.4f}:unshaded={unshaded:g}:bid={price:g}"
+                if first_price
+                else f"imp:{imp.id}:shading:none:auction_type={request.at}:unshaded={unshaded:g}"
+            )
             reasons += [
                 f"imp:{imp.id}:bid:campaign={c.id}:crid={cand.creative.crid}",
                 f"imp:{imp.id}:propensity:{p.explain()}",
                 f"imp:{imp.id}:price:{c.price_formula(p.value)}:floor={cand.floor:g}{imp.bidfloorcur}",
+                shade,
             ]
             won = True
         reasons += [f"imp:{imp.id}:skip:{stage.label}:{what}" for stage, what in imp_plan.skips]
@@ -527,7 +578,8 @@ async def handle_bids(
     without one, a per-process dict stands in (lost on restart, not shared between workers)."""
     if state is None:
         state = _process_state
-    ledger = Ledger(state, partitions=ctx.settings.partitions)
+    ledger = Ledger(state, partitions=ctx.settings.partitions, timeout_s=ctx.settings.notice_timeout_s)
+    notices = (ctx.settings.notice_signer(), ctx.settings.notice_base_url)  # once per batch
     now, started = ctx.now(), ctx.monotonic()  # the batch's one reading of the wall clock
     answers: dict[int, BidResponse] = {}
     plans: list[Plan] = []
@@ -558,7 +610,7 @@ async def handle_bids(
             continue
         plans.append(Plan(i, record, user, profile, imps, deadline))
     if plans:
-        await _score(plans, ctx, book, ledger, now, answers)
+        await _score(plans, ctx, book, ledger, now, answers, notices)
     for record in records:
         ledger.advance(record.meta.topic, record.meta.partition, record.meta.offset)
     ledger.commit()
@@ -576,6 +628,7 @@ async def _score(
     ledger: Ledger,
     now: datetime,
     answers: dict[int, BidResponse],
+    notices: Notices,
 ) -> None:
     deadlines = [p.deadline for p in plans if p.deadline is not None]
     try:
@@ -599,12 +652,12 @@ async def _score(
         meta = p.record.meta
         notes = []
         if p.record.value.test == 1:
-            notes.append("test_mode:not_charged")  # test auctions are not billable
+            notes.append("test_mode:not_reserved")  # test auctions are not billable
         if meta.offset <= ledger.watermark(meta.topic, meta.partition):
-            notes.append("replay:already_charged")
+            notes.append("replay:already_reserved")
         view = ledger.child()
         items = [int(x) for x in recs.items[row]]
         scores = [float(x) for x in recs.scores[row]]
-        answers[p.index] = _decide(p, items, scores, book, view, now, notes)
+        answers[p.index] = _decide(p, items, scores, book, view, now, notices, notes)
         if not notes:
-            view.commit()  # into the batch's ledger: later requests of the batch see these charges
+            view.commit()  # into the batch's ledger: later requests of the batch see these reservations

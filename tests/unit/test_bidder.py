@@ -35,6 +35,7 @@ from streams.schemas.bids import MarkupType, NoBidReason
 from streams.segments import RULES
 from streams.serde import decode
 from streams.settings import Settings
+from tests.fakes import REC_MODEL
 from tests.unit.test_handlers import make_ctx
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "openrtb"
@@ -73,7 +74,8 @@ class ScriptedRecommender:
         if self.fail is not None:
             raise self.fail
         n = len(histories)
-        return Recommendations(items=np.tile(self.items, (n, 1)), scores=np.tile(self.scores, (n, 1)))
+        items, scores = np.tile(self.items, (n, 1)), np.tile(self.scores, (n, 1))
+        return Recommendations(items=items, scores=scores, model=REC_MODEL)
 
 
 class Clock:
@@ -432,9 +434,11 @@ async def test_budget_exhaustion_stops_bidding_until_the_next_day() -> None:
         NoBidReason.BUDGET_EXHAUSTED,
     ]
     assert answers[2].ext.reasons[0] == "out_of_budget"
+    # the two open reservations count like spend: 2 x 2000 held, nothing booked yet
     assert "spent=4000+2000>share=5000_micros" in reasons(answers[2])
-    assert bidder.state["p0/spend/avo"] == {"day": "2026-11-23", "micros": 4000, "bids": 2}
-    bidder.clock.now += timedelta(days=1)
+    assert "p0/spend/avo" not in bidder.state
+    assert sum(bidder.state["p0/hold/avo"].values()) == 4000
+    bidder.clock.now += timedelta(days=1)  # the reservations are long past the notice timeout
     assert (await bidder.one(request("u1"))).seatbid
 
 
@@ -495,13 +499,13 @@ async def test_test_requests_and_replays_are_not_charged() -> None:
     bidder = Bidder(CampaignBook(campaigns=[avo]))
     bidder.know("u1")
     tests = [await bidder.one(request("u1", test=1)) for _ in range(2)]
-    assert all(t.seatbid for t in tests) and "test_mode:not_charged" in reasons(tests[0])
-    assert "p0/spend/avo" not in bidder.state
+    assert all(t.seatbid for t in tests) and "test_mode:not_reserved" in reasons(tests[0])
+    assert not [k for k in bidder.state if "/hold/" in k or "/resv/" in k or "/freq/" in k]
     live = bidder.record(request("u1"))
     assert (await bidder.answer(live))[0].seatbid
-    spent = dict(bidder.state["p0/spend/avo"])
+    held = dict(bidder.state["p0/hold/avo"])
     replayed = await bidder.answer(live)  # the same record again, as after a crash before the commit
-    assert bidder.state["p0/spend/avo"] == spent
+    assert bidder.state["p0/hold/avo"] == held and len([k for k in bidder.state if "/resv/" in k]) == 1
     assert replayed[0].nbr == NoBidReason.FREQUENCY_CAPPED  # decided again, on the state it left
 
 
@@ -521,8 +525,14 @@ async def test_state_is_partition_scoped_json() -> None:
     bidder.know("u1")
     raw = orjson.dumps(request("u1"))
     meta = RecordMeta("bid-requests", 3, 17, b"u1", (), None)
-    await bidder.answer(Record(meta, raw, decode(raw, BidRequest, max_bytes=65536)))
-    assert sorted(bidder.state) == ["p3/applied/bid-requests", "p3/freq/u1", "p3/spend/avo"]
+    body = decode(raw, BidRequest, max_bytes=65536)
+    await bidder.answer(Record(meta, raw, body))
+    assert sorted(bidder.state) == [
+        "p3/applied/bid-requests",
+        "p3/freq/u1",
+        "p3/hold/avo",
+        f"p3/resv/{body.id}:1",
+    ]
     assert {partition_of(k) for k in bidder.state} == {3}
     assert orjson.loads(orjson.dumps(bidder.state)) == bidder.state
     assert bidder.state["p3/applied/bid-requests"] == {"offset": 17}
@@ -555,7 +565,7 @@ def test_a_charge_drops_the_campaign_s_bid_times_outside_its_cap_window() -> Non
     ledger.commit()
     # ban's window is not known to a charge of avo: the sweep (streams.housekeeping) drops those
     assert store["p0/freq/u1"] == {"avo": [t - 30_000, t], "ban": [t - 120_000]}
-    assert store["p0/spend/avo"] == {"day": "2026-11-23", "micros": 10, "bids": 1}
+    assert store["p0/spend/avo"] == {"day": "2026-11-23", "micros": 10, "impressions": 1}
 
 
 # --- deadlines and the model ----------------------------------------------------------------------
@@ -586,7 +596,7 @@ async def test_a_deadline_that_passes_while_scoring_gives_no_late_bid() -> None:
     # the model was told the batch's deadline: 100 ms after the Kafka timestamp, less 5 ms of
     # safety, on the monotonic clock (20 ms of it were gone on arrival)
     assert bidder.models.deadlines == [pytest.approx(start + 0.075)]
-    assert bidder.state["p0/spend/avo"]["bids"] == 1  # the late request was not charged
+    assert len([k for k in bidder.state if "/resv/" in k]) == 1  # the late request reserved nothing
 
 
 async def test_deadlines_run_on_the_monotonic_clock_not_the_wall_clock() -> None:

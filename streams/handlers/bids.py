@@ -9,7 +9,10 @@ Pricing (see `streams.campaigns`), for campaign c and the user's top 20 recommen
 
 The recommender's input is the user's recent items from their profile; its scores are a softmax
 over the catalogue, so `propensity` estimates the chance that the next purchase is one of c's
-products. Every response lists the inputs of the formula in `ext.reasons`.
+products. In a first-price auction (`at=1`) the bid is `price(c)` times the campaign's learned
+shading factor, never below a floor `price(c)` clears (`streams.shading`); second-price bids are
+`price(c)`. Every response lists the inputs of the formula in `ext.reasons`, the factor and the
+unshaded price included.
 
 A request, step by step (each refusal is a no-bid with the `nbr` in brackets):
 1. Its `tmax`, counted from the record's Kafka timestamp, has already passed [15]. None of our
@@ -20,9 +23,10 @@ A request, step by step (each refusal is a no-bid with the `nbr` in brackets):
    [507]; the campaign is not excluded by `badv`, `bcat`/`acat`, `bapp`, `wseat`/`bseat` [502];
    one of its creatives fits the imp (type, size or flex ratio, mimes, duration, protocols,
    `battr`, `secure`) [503]; the user is not in an excluded segment [509]; the campaign is under
-   the user's frequency cap [506] and has budget [504] and pacing room [505] left; paused
-   campaigns never bid [511 if none is active]. A request without any candidate is answered
-   without calling the model.
+   the user's frequency cap [506] and has budget [504] and pacing room [505] left, and the
+   pacing controller's throttle lets the request through (`streams.pacing_control`) [505, the
+   reason names the rate]; paused campaigns never bid [511 if none is active]. A request
+   without any candidate is answered without calling the model.
 3. One batched recommender call, with the earliest deadline of the batch. If a deadline passes
    meanwhile, those requests get [15], never a late bid; a failed call gives [1] (or [15]).
 4. Per imp, the candidates are priced (none of a campaign's products in the top 20: [509]); the
@@ -30,8 +34,11 @@ A request, step by step (each refusal is a no-bid with the `nbr` in brackets):
    Video/Audio floor guidance, note 7.11) and still fits the frequency cap, budget and pacing
    with its own cost wins the imp. An imp without a winner says why, and the response's `nbr` is that of the imp that
    came closest to a bid (`Stage`).
-5. The winners' costs and impressions are booked in the state (see `streams.pacing`), except for
-   test requests (`test=1`, not billable) and replays of records already booked.
+5. Each winner reserves its bid-price cost and a frequency slot in the state (`streams.pacing`),
+   which count like spend until its billing or loss notice settles them or they expire
+   (`streams.handlers.notices`), and carries signed `nurl`/`burl`/`lurl` (`streams.signing`).
+   Test requests (`test=1`, not billable) and replays of records already applied reserve
+   nothing; their bids still carry the URLs, and a notice for them is dead-lettered.
 
 A request that is dead-lettered is answered as well when it names its `id` (a JSON object with a
 string `id`): failing the schema or its `schema_version` [2], or the handler failing on it [1]
@@ -58,6 +65,7 @@ from streams.errors import BadInput, InferenceError, Reason
 from streams.handlers.common import Context, Outcome, Output, Record
 from streams.handlers.segments import load_profile
 from streams.inference import Recommendations
+from streams.labels import model_ref
 from streams.pacing import Ledger, Limit, Reservation, cost_micros
 from streams.pacing_control import pace, passes
 from streams.profile import Profile
@@ -658,6 +666,8 @@ async def _score(
         view = ledger.child()
         items = [int(x) for x in recs.items[row]]
         scores = [float(x) for x in recs.scores[row]]
-        answers[p.index] = _decide(p, items, scores, book, view, now, notices, notes)
+        answer = _decide(p, items, scores, book, view, now, notices, notes)
+        ext = answer.ext.model_copy(update={"model": model_ref(recs.model)})  # the version that scored it
+        answers[p.index] = answer.model_copy(update={"ext": ext})
         if not notes:
             view.commit()  # into the batch's ledger: later requests of the batch see these reservations

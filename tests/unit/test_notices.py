@@ -6,21 +6,24 @@ and the notices from their signed URLs, verified as the gateway verifies them.""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 import pytest
 
-from streams.campaigns import CampaignBook, FrequencyCap
+from streams.app import routes
+from streams.campaigns import CampaignBook, FrequencyCap, load_campaigns
 from streams.dlq import HEADER_REASON, DeadLetter, RecordMeta
 from streams.handlers.common import Output, Record
 from streams.handlers.notices import ExpirySweep, find_expired, handle_ad_events, write_expired
+from streams.metrics import WorkerMetrics
 from streams.schemas import BidResponse
 from streams.schemas.adevents import AdEvent, AdOutcome, NoticeKind
 from streams.schemas.bids import Bid, NoBidReason
 from streams.serde import decode, encode
 from streams.settings import Settings
+from streams.tables import Tables
 from tests.unit.test_bidder import AVOCADO, Bidder, campaign, request
 
 TIMEOUT_S = 600.0
@@ -271,3 +274,33 @@ async def test_outcomes_are_keyed_by_user_and_the_bid_time_is_the_record_s() -> 
 
 def test_bid_response_still_validates_with_notice_urls() -> None:
     assert "nurl" in BidResponse.model_json_schema()["$defs"]["Bid"]["properties"]
+
+
+def test_every_consumed_topic_has_a_route_and_notices_share_the_bid_ledger() -> None:
+    settings = Settings()
+    ledger: dict[str, Any] = {}
+    tables = Tables(profiles=cast(Any, {}), brand_windows=cast(Any, {}), ledger=cast(Any, ledger))
+    by_topic = routes(settings, tables, load_campaigns(), WorkerMetrics())
+    assert set(by_topic) == set(settings.topics.consumed)
+    assert by_topic[settings.topics.ad_events].model is AdEvent
+
+
+async def test_notices_and_outcomes_are_counted() -> None:
+    metrics = WorkerMetrics()
+    market = Market()
+    bid = await market.bid()
+    out = await handle_ad_events(
+        [market.notice_record(market.event(bid, NoticeKind.LOSS))],
+        market.ctx,
+        market.book,
+        market.state,
+        metrics.notice,
+    )
+    metrics.published(out)
+    assert (
+        metrics.registry.get_sample_value(
+            "marketing_scorer_ad_notices_total", {"kind": "loss", "result": "lost"}
+        )
+        == 1
+    )
+    assert metrics.registry.get_sample_value("marketing_scorer_ad_outcomes_total", {"kind": "lost"}) == 1

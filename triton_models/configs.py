@@ -13,19 +13,23 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from triton_models import (
     MODEL_NAMES,
+    ONNX_FILENAME,
     PACKAGE_DIR,
     RECOMMENDER,
     TEXT_ENCODER,
     canonical_config_path,
+    current_version,
+    load_card,
     load_labels,
     load_recommender_spec,
-    onnx_path,
+    versions,
 )
 
 log = logging.getLogger("triton_models.build")
@@ -36,6 +40,11 @@ CPU_MODEL_PY = PACKAGE_DIR / "cpu" / "python_onnx_model.py"
 PARAM_ONNX = "onnx_model"
 PARAM_THREADS = "intra_op_num_threads"
 PARAM_PAD = "pad_values"
+# `{version}` in PARAM_ONNX is the version folder's number: one config serves every version.
+VERSION_PLACEHOLDER = "{version}"
+# Parameter read by the worker (streams/labels.py): `card.<n>` is version n's card (JSON), with
+# the label order, output names and neutral band it was built with ("labels", text encoder).
+PARAM_CARD = "card.{version}"
 
 
 def load_config(path: Path) -> mc.ModelConfig:
@@ -62,13 +71,20 @@ def pad_values(model: str) -> dict[str, int]:
 
 
 def cpu_config(
-    canonical: mc.ModelConfig, onnx_file: str, threads: int, pads: dict[str, int]
+    canonical: mc.ModelConfig,
+    onnx_file: str,
+    threads: int,
+    pads: dict[str, int],
+    cards: dict[int, dict[str, Any]] | None = None,
+    serve: int = 1,
 ) -> mc.ModelConfig:
     """Derive the CPU-profile config: python backend, one CPU instance, same tensors and batching.
 
     Inputs get `allow_ragged_batch` so the dynamic batcher may hand the python model requests of
     different sequence lengths in one execute() call (it pads them to the longest); the native
-    GPU backend cannot do that, so only the CPU profile sets it.
+    GPU backend cannot do that, so only the CPU profile sets it. `cards` (version -> card) go
+    into the parameters for the worker; the version policy serves version `serve` only, and
+    an operator swaps versions with a config override (`python -m streams models serve`).
     """
     cfg = mc.ModelConfig()
     cfg.CopyFrom(canonical)
@@ -84,10 +100,22 @@ def cpu_config(
     missing = {t.name for t in cfg.input} - set(pads)
     if missing:
         raise ValueError(f"{cfg.name}: no pad value for inputs {sorted(missing)}")
+    cfg.version_policy.specific.versions[:] = [serve]
     cfg.parameters[PARAM_ONNX].string_value = onnx_file
     cfg.parameters[PARAM_THREADS].string_value = str(threads)
     cfg.parameters[PARAM_PAD].string_value = json.dumps(pads, sort_keys=True)
+    for version, card in sorted((cards or {}).items()):
+        cfg.parameters[PARAM_CARD.format(version=version)].string_value = json.dumps(card, sort_keys=True)
     return cfg
+
+
+def serve_version(cfg: mc.ModelConfig, version: int) -> mc.ModelConfig:
+    """The same config with a version policy serving `version` only: the override that
+    `python -m streams models serve` sends with Triton's load request."""
+    out = mc.ModelConfig()
+    out.CopyFrom(cfg)
+    out.version_policy.specific.versions[:] = [version]
+    return out
 
 
 def render(cfg: mc.ModelConfig) -> str:
@@ -102,8 +130,10 @@ def render(cfg: mc.ModelConfig) -> str:
 def write_cpu_repository(dest: Path, threads: int = 1, models: tuple[str, ...] = MODEL_NAMES) -> list[Path]:
     """Write the CPU-profile repository into `dest` (replacing what is there); return the configs.
 
-    The ONNX files need not exist yet: the config only points at them (relative to the version
-    folder, so the checkout can move), and the python model reports a missing file at load time.
+    Every built version gets its folder (`<n>/model.py`); the config serves the current one
+    (triton_models.current_version) and carries every version's card. The ONNX files need not
+    exist yet: the config only points at them (relative to the version folder, so the
+    checkout can move), and the python model reports a missing file at load time.
     """
     dest.mkdir(parents=True, exist_ok=True)
     written = []
@@ -111,20 +141,72 @@ def write_cpu_repository(dest: Path, threads: int = 1, models: tuple[str, ...] =
         model_dir = dest / model
         if model_dir.exists():
             shutil.rmtree(model_dir)
-        version_dir = model_dir / "1"
-        version_dir.mkdir(parents=True)
-        relative_onnx = os.path.relpath(onnx_path(model), version_dir)
-        cfg = cpu_config(load_canonical(model), relative_onnx, threads, pad_values(model))
+        built = versions(model) or [1]
+        # Lexical, so the placeholder survives: <dest>/<model>/{version} -> .../<model>/{version}/model.onnx
+        relative_onnx = os.path.relpath(
+            PACKAGE_DIR / model / VERSION_PLACEHOLDER / ONNX_FILENAME, model_dir / VERSION_PLACEHOLDER
+        )
+        cards = {v: card for v in built if (card := load_card(model, v)) is not None}
+        serve = current_version(model)
+        cfg = cpu_config(load_canonical(model), relative_onnx, threads, pad_values(model), cards, serve)
+        model_dir.mkdir(parents=True)
         config_file = model_dir / "config.pbtxt"
         config_file.write_text(render(cfg))
-        # A copy, not a link: the python backend imports model.py from the version folder.
-        shutil.copyfile(CPU_MODEL_PY, version_dir / "model.py")
+        for version in built:
+            version_dir = model_dir / str(version)
+            version_dir.mkdir()
+            # A copy, not a link: the python backend imports model.py from the version folder.
+            shutil.copyfile(CPU_MODEL_PY, version_dir / "model.py")
         written.append(config_file)
-        log.debug("wrote %s (onnx %s, %d thread(s))", config_file, relative_onnx, threads)
+        log.debug("wrote %s (versions %s, serving %d, %d thread(s))", config_file, built, serve, threads)
+    return written
+
+
+def served_canonical(
+    canonical: mc.ModelConfig, cards: dict[int, dict[str, Any]], serve: int
+) -> mc.ModelConfig:
+    """The canonical (GPU) config as served: the same, plus the version policy and the cards."""
+    cfg = mc.ModelConfig()
+    cfg.CopyFrom(canonical)
+    cfg.version_policy.specific.versions[:] = [serve]
+    for version, card in sorted(cards.items()):
+        cfg.parameters[PARAM_CARD.format(version=version)].string_value = json.dumps(card, sort_keys=True)
+    return cfg
+
+
+def write_gpu_repository(dest: Path, models: tuple[str, ...] = MODEL_NAMES) -> list[Path]:
+    """Write the served GPU-profile repository (docker-compose.yml mounts it): the canonical
+    configs with the version policy and every version's card, and each built version's ONNX
+    file hard-linked (copied across file systems), so the container sees plain files."""
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for model in models:
+        model_dir = dest / model
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        model_dir.mkdir(parents=True)
+        built = versions(model)
+        cards = {v: card for v in built if (card := load_card(model, v)) is not None}
+        cfg = served_canonical(load_canonical(model), cards, current_version(model))
+        config_file = model_dir / "config.pbtxt"
+        config_file.write_text(
+            "# GENERATED by `python -m triton_models.build` from "
+            f"triton_models/{model}/config.pbtxt and the version cards: do not edit.\n"
+            + text_format.MessageToString(cfg)
+        )
+        for version in built:
+            (model_dir / str(version)).mkdir()
+            for source in sorted((PACKAGE_DIR / model / str(version)).glob(f"{ONNX_FILENAME}*")):
+                target = model_dir / str(version) / source.name
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copyfile(source, target)
+        written.append(config_file)
     return written
 
 
 def resolve_onnx(version_dir: Path, value: str) -> Path:
     """How the python model resolves PARAM_ONNX (kept here too so tests can check the link)."""
-    path = Path(value)
+    path = Path(value.replace(VERSION_PLACEHOLDER, version_dir.name))
     return path if path.is_absolute() else (version_dir / path).resolve()

@@ -4,7 +4,8 @@ The tritonserver in the pytriton wheel has only the python backend, so on a CPU-
 every model of the repository is this one file (copied to `<model>/1/model.py` by the build)
 plus a config whose parameters say which ONNX file to load:
 
-- `onnx_model`: path to the ONNX file, relative to this file's folder or absolute;
+- `onnx_model`: path to the ONNX file, relative to this file's folder or absolute; `{version}`
+  in it is replaced by the version being loaded;
 - `intra_op_num_threads` (default 1): onnxruntime threads. Spinning is disabled because the
   cores are shared with Kafka and the workers; spinning threads made batches ~3x slower;
 - `pad_values`: JSON {input name: pad value} used to merge requests of different lengths.
@@ -74,7 +75,8 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         if "onnx_model" not in params:
             raise ValueError(f"{self.name}: config parameter 'onnx_model' is missing")
-        path = Path(params["onnx_model"])
+        # `{version}` stands for this version's folder: one config serves every version.
+        path = Path(params["onnx_model"].replace("{version}", str(args["model_version"])))
         if not path.is_absolute():
             path = (Path(__file__).resolve().parent / path).resolve()
         if not path.is_file():

@@ -2,7 +2,11 @@
 
 The channel is created lazily on first use, inside the running event loop: a grpc.aio channel
 is bound to the loop it was made on, and Faust's loop does not exist yet at import time.
-Errors are mapped onto our hierarchy: UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED are
+Every answer names the model version that produced it (Triton's `model_version`): the scores
+carry it, and the first answer from a version the worker has not seen fetches that version's
+card from the served config (streams.labels) once, so labels, neutral band and output names
+always match the version that answered, through a version swap too, with no extra call per
+batch. Errors are mapped onto our hierarchy: UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED are
 retried with capped exponential backoff until `triton_retry_max_s`, and so is NOT_FOUND: the
 models are fixed by the settings and checked at start, so "unknown model" means Triton is
 loading or unloading them (a restart, a model reload), never a bad record. Anything else means
@@ -16,6 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput, InferResult
@@ -23,6 +28,7 @@ from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
 from streams.errors import InferenceError, RejectedInference, RetryableInference
+from streams.labels import ModelVersion, TextLabels, text_labels_of, version_card
 from streams.settings import Settings
 from streams.text import TextTokenizer
 
@@ -31,8 +37,7 @@ log = logging.getLogger("streams.inference")
 RETRYABLE = frozenset(
     {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "CANCELLED", "UNKNOWN", "NOT_FOUND"}
 )
-TEXT_OUTPUTS = ("sentiment_probs", "intent_probs", "embedding")
-REC_OUTPUTS = ("top_items", "top_scores")
+REC_OUTPUTS = ("top_items", "top_scores")  # when a recommender card names no outputs
 # How long the gRPC deadline outlasts the worker's own (see TritonModels._call): Triton
 # 2.51's gRPC frontend can crash when a client cancels a request as it completes
 # (triton-inference-server/server#7368, fixed in 24.12), so deadlines are not cancellations.
@@ -54,12 +59,23 @@ class TextScores:
     intent_probs: np.ndarray  # [batch, n_intents]
     embedding: np.ndarray  # [batch, 384], L2-normalised
     truncated: list[bool]
+    model: ModelVersion  # the version that answered
+    labels: TextLabels  # that version's labels, from its card
 
 
 @dataclass(frozen=True)
 class Recommendations:
     items: np.ndarray  # int64 [batch, k], raw product ids
     scores: np.ndarray  # float32 [batch, k]
+    model: ModelVersion
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One inference's outputs and the version that produced them."""
+
+    outputs: dict[str, np.ndarray]
+    model: ModelVersion
 
 
 class TritonModels:
@@ -69,6 +85,8 @@ class TritonModels:
         self._settings = settings
         self._tokenizer = tokenizer
         self._client: InferenceServerClient | None = None
+        self._cards: dict[ModelVersion, dict[str, Any]] = {}
+        self._text_labels: dict[ModelVersion, TextLabels] = {}
         self.calls = 0
         self.abandoned = 0  # requests the worker stopped waiting for (see _call)
 
@@ -104,13 +122,16 @@ class TritonModels:
     async def score_texts(self, texts: Sequence[str], *, deadline_s: float | None = None) -> TextScores:
         batch = self._tokenizer.encode(texts)
         inputs = [_input("input_ids", batch.input_ids), _input("attention_mask", batch.attention_mask)]
-        out = await self._infer(self._settings.text_model, inputs, TEXT_OUTPUTS, deadline_s)
-        sentiment = out["sentiment_probs"]
+        answer = await self._infer(self._settings.text_model, inputs, deadline_s)
+        labels = self._text_labels[answer.model]
+        sentiment, intents, embedding = (answer.outputs[name] for name in labels.outputs)
         return TextScores(
             p_positive=sentiment[:, 1],
-            intent_probs=out["intent_probs"],
-            embedding=out["embedding"],
+            intent_probs=intents,
+            embedding=embedding,
             truncated=batch.truncated,
+            model=answer.model,
+            labels=labels,
         )
 
     async def recommend(
@@ -123,21 +144,36 @@ class TritonModels:
             tail = list(hist)[-width:]
             if tail:
                 ids[row, width - len(tail) :] = tail  # left-pad: most recent item last
-        out = await self._infer(
-            self._settings.recommender_model, [_input("item_ids", ids)], REC_OUTPUTS, deadline_s
+        answer = await self._infer(self._settings.recommender_model, [_input("item_ids", ids)], deadline_s)
+        names = self._cards[answer.model].get("spec", {}).get("outputs", {})
+        items, scores = names.get("items", REC_OUTPUTS[0]), names.get("scores", REC_OUTPUTS[1])
+        return Recommendations(items=answer.outputs[items], scores=answer.outputs[scores], model=answer.model)
+
+    async def _learn(self, model: ModelVersion) -> None:
+        """Fetch the card of a version seen for the first time (one config read per version)."""
+        config = await self._get_client().get_model_config(model.name, str(model.version), as_json=True)
+        card = version_card(config, model.version)
+        if model.name == self._settings.text_model:
+            self._text_labels[model] = text_labels_of(config, model.version)
+        self._cards[model] = card
+        log.info(
+            "%s version %d: %s (%s)",
+            model.name,
+            model.version,
+            card.get("training", "-"),
+            card.get("built_at", "-"),
         )
-        return Recommendations(items=out["top_items"], scores=out["top_scores"])
 
     async def _infer(
         self,
         model: str,
         inputs: list[InferInput],
-        outputs: Sequence[str],
         deadline_s: float | None,
-    ) -> dict[str, np.ndarray]:
+    ) -> Answer:
         """One inference with retries. `deadline_s` (a time.monotonic() value) bounds the whole call:
-        the bid path passes its auction deadline, the text paths the retry budget."""
-        requested = [InferRequestedOutput(name) for name in outputs]
+        the bid path passes its auction deadline, the text paths the retry budget. Every output
+        is requested: the answering version's card says which is which."""
+        requested: list[InferRequestedOutput] = []
         started = time.monotonic()
         give_up = deadline_s if deadline_s is not None else started + self._settings.triton_retry_max_s
         backoff = 0.1
@@ -148,6 +184,9 @@ class TritonModels:
             timeout = min(self._settings.triton_timeout_s, max(remaining, 0.001))
             try:
                 result = await self._call(model, inputs, requested, wait_s=timeout)
+                served = ModelVersion(model, int(result.get_response().model_version))
+                if served not in self._cards:
+                    await self._learn(served)
             except InferenceServerException as exc:
                 err = classify(model, exc)
                 if isinstance(err, RejectedInference):
@@ -172,7 +211,8 @@ class TritonModels:
                 await asyncio.sleep(min(backoff, remaining))
                 backoff = min(backoff * 2, 2.0)
                 continue
-            return {name: np.asarray(result.as_numpy(name)) for name in outputs}
+            names = [o.name for o in result.get_response().outputs]
+            return Answer({name: np.asarray(result.as_numpy(name)) for name in names}, served)
 
     async def _call(
         self, model: str, inputs: list[InferInput], requested: list[InferRequestedOutput], wait_s: float

@@ -10,6 +10,7 @@ costs more than a human's minute.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,8 +21,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streams.errors import ConfigError
+from streams.labels import ModelVersion
 from streams.pii import redact
 from streams.schemas.outputs import Sentiment, SentimentLabel
+
+log = logging.getLogger("streams.replies")
 
 REPLIES_FILE = Path(__file__).resolve().parent.parent / "config" / "replies.json"
 MIN_INTENT_CONFIDENCE = 0.55
@@ -63,24 +67,45 @@ class _Encoder(Protocol):
     async def score_texts(self, texts: Sequence[str], *, deadline_s: float | None = None) -> Any: ...
 
 
+class VersionChanged(Exception):
+    """The encoder answered with another version than the one wanted (a swap is under way)."""
+
+    def __init__(self, wanted: ModelVersion, answered: ModelVersion) -> None:
+        super().__init__(f"wanted reply embeddings of {wanted}, {answered} answered")
+        self.wanted, self.answered = wanted, answered
+
+
 class ReplyIndex:
-    """The catalogue's reply texts embedded by the served encoder, once, on first use: the same
-    model embeds messages and replies, so their cosine similarity is meaningful."""
+    """The catalogue's reply texts embedded by the served encoder, once per encoder version: a
+    message and the replies it is compared with must be embedded by the same version, or their
+    cosine similarity means nothing. A version swap therefore recomputes the embeddings (and
+    forgets the older version's, so a rollback recomputes them too: `computed` counts it)."""
 
     CHUNK = 32
 
     def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
-        self._embeddings: np.ndarray | None = None
+        self._embeddings: dict[ModelVersion, np.ndarray] = {}
+        self.computed: dict[ModelVersion, int] = {}
 
-    async def embeddings(self, models: _Encoder) -> np.ndarray:
-        if self._embeddings is None:
-            texts = [r.text for r in self.catalogue.replies]
-            chunks = [
-                await models.score_texts(texts[i : i + self.CHUNK]) for i in range(0, len(texts), self.CHUNK)
-            ]
-            self._embeddings = np.concatenate([c.embedding for c in chunks])
-        return self._embeddings
+    async def embeddings(self, models: _Encoder, version: ModelVersion) -> np.ndarray:
+        """The replies' embeddings by `version`. Raises VersionChanged when another version
+        answers: the caller scores its messages again, by the version now served."""
+        if version in self._embeddings:
+            return self._embeddings[version]
+        texts = [r.text for r in self.catalogue.replies]
+        chunks = [
+            await models.score_texts(texts[i : i + self.CHUNK]) for i in range(0, len(texts), self.CHUNK)
+        ]
+        for chunk in chunks:
+            if chunk.model != version:
+                raise VersionChanged(version, chunk.model)
+        self._embeddings = {version: np.concatenate([c.embedding for c in chunks])}
+        self.computed[version] = self.computed.get(version, 0) + 1
+        log.info(
+            "embedded the %d catalogue replies with %s version %d", len(texts), version.name, version.version
+        )
+        return self._embeddings[version]
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ class ClosedWindow(BaseModel):
     baseline_share: float | None  # the baseline before this window was folded in
     alert: bool
     reasons: list[str]
+    models: dict[str, int] = {}  # "name:version" -> posts it scored in this window
 
 
 class Closing(BaseModel):
@@ -77,6 +78,7 @@ class BrandWindowState(BaseModel):
     baseline_share: float | None = None
     windows_closed: int = 0
     closed_start: int | None = None  # start of the last window closed (epoch seconds)
+    models: dict[str, int] = {}  # the open window's "name:version" -> posts it scored
     arrived: float | None = Field(
         default=None, description="wall-clock epoch seconds when the brand's last post was counted"
     )
@@ -125,6 +127,7 @@ def _close(brand: str, state: BrandWindowState, size_s: int, rule: AlertRule) ->
         baseline_share=baseline,
         alert=alert,
         reasons=reasons,
+        models=dict(state.models),
     )
     state.baseline_share = (
         share
@@ -134,6 +137,7 @@ def _close(brand: str, state: BrandWindowState, size_s: int, rule: AlertRule) ->
     state.windows_closed += 1
     state.closed_start = state.window_start
     state.window_start, state.volume, state.negative, state.sum_p_positive, state.late = None, 0, 0, 0.0, 0
+    state.models = {}
     return closed
 
 
@@ -146,8 +150,10 @@ def observe(
     *,
     size_s: int,
     rule: AlertRule,
+    model: str | None = None,
 ) -> ClosedWindow | None:
-    """Count one scored post; return the window it closed, if any."""
+    """Count one scored post (`model`: the "name:version" that scored it); return the window it
+    closed, if any."""
     start = window_of(ts, size_s)
     closed = None
     if state.window_start is not None and start > state.window_start:
@@ -161,6 +167,8 @@ def observe(
     state.volume += 1
     state.negative += int(negative)
     state.sum_p_positive += p_positive
+    if model is not None:
+        state.models = {**state.models, model: state.models.get(model, 0) + 1}
     return closed
 
 
@@ -188,16 +196,17 @@ def observe_once(
     *,
     size_s: int,
     rule: AlertRule,
+    model: str | None = None,
 ) -> ClosedWindow | None:
     """`observe`, unless the post was folded in already (see the module's docstring): then the
     window it closed the first time, if it closed one and that is still remembered, else None.
     A post without a source (written before posts carried one) is always counted."""
     if source is None:
-        return observe(brand, state, ts, p_positive, negative, size_s=size_s, rule=rule)
+        return observe(brand, state, ts, p_positive, negative, size_s=size_s, rule=rule, model=model)
     part, by = str(source.partition), f"{source.partition}@{source.offset}"
     if source.offset <= state.folded.get(part, -1):
         return next((c.window for c in state.closings if c.by == by), None)
-    closed = observe(brand, state, ts, p_positive, negative, size_s=size_s, rule=rule)
+    closed = observe(brand, state, ts, p_positive, negative, size_s=size_s, rule=rule, model=model)
     state.folded[part] = source.offset
     if closed is not None:
         state.closings = [*state.closings, Closing(by=by, window=closed)][-REMEMBERED_CLOSINGS:]

@@ -15,6 +15,7 @@ from datetime import datetime
 from streams.errors import RejectedInference
 from streams.handlers.common import Context, Outcome, Output, Record, score_texts
 from streams.inference import Recommendations
+from streams.labels import ModelVersion, model_ref
 from streams.profile import Profile
 from streams.replies import sentiment_of
 from streams.schemas import ClickEvent, Recommendation, ScoredPost, SegmentUpdate, SocialPost
@@ -33,6 +34,7 @@ class _Pending:
     change: SegmentChange
     history: list[int]
     extra_reasons: list[str]
+    text_model: ModelVersion | None = None  # the encoder version whose score moved the user
 
 
 def load_profile(ctx: Context, user_id: str) -> Profile:
@@ -69,13 +71,16 @@ def _commit(
     now: datetime,
     extra: list[str],
     pending: list[_Pending],
+    text_model: ModelVersion | None = None,
 ) -> None:
     change = evaluate(profile, now)
     if change is not None:
         profile.segments = change.segments
         profile.segment_since = change.since
         profile.version += 1
-        pending.append(_Pending(record, user_id, profile.version, change, list(profile.recent_items), extra))
+        pending.append(
+            _Pending(record, user_id, profile.version, change, list(profile.recent_items), extra, text_model)
+        )
 
 
 async def _emit(pending: list[_Pending], ctx: Context) -> list[Outcome]:
@@ -109,6 +114,8 @@ async def _emit(pending: list[_Pending], ctx: Context) -> list[Outcome]:
             exited=p.change.exited,
             reasons=[*p.change.reasons, *p.extra_reasons, *([] if recs else ["recommendations_unavailable"])],
             recommendations=top,
+            model=None if recs is None else model_ref(recs.model),
+            text_model=None if p.text_model is None else model_ref(p.text_model),
             source=p.record.source,
             ts=ctx.now(),
         )
@@ -141,8 +148,9 @@ async def handle_social(records: Sequence[Record[SocialPost]], ctx: Context) -> 
             user_id=post.user_id,
             ts=post.ts,
             p_positive=round(p_positive, 5),
-            sentiment=sentiment_of(p_positive, ctx.neutral_band).label,
+            sentiment=sentiment_of(p_positive, ctx.neutral_band(row.labels)).label,
             source=record.source,
+            model=model_ref(row.model),
         )
         out.append(Output.of(ctx.settings.topics.social_scored, post.brand, scored))
         profile = profiles[post.user_id]
@@ -154,6 +162,7 @@ async def handle_social(records: Sequence[Record[SocialPost]], ctx: Context) -> 
             post.ts,
             [f"social:{post.brand}:p_positive={p_positive:.2f}"],
             pending,
+            row.model,
         )
     profiles.write()  # before any await: see BatchProfiles
     return out + await _emit(pending, ctx)

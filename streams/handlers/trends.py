@@ -8,15 +8,40 @@ from datetime import datetime
 from typing import Any
 
 from streams.handlers.common import Context, Outcome, Output, Record
-from streams.schemas import BrandAlert, BrandWindow, ScoredPost, SentimentLabel
+from streams.schemas import BrandAlert, BrandWindow, ModelRef, ScoredPost, SentimentLabel
+from streams.schemas.outputs import ModelShare
 from streams.trends import AlertRule, BrandWindowState, ClosedWindow, Source, flush_idle, observe_once
 
 RULE = AlertRule()
 
 
+def model_key(model: ModelRef) -> str:
+    """How a brand window's state counts the versions that scored its posts."""
+    return f"{model.name}:{model.version}"
+
+
+def _shares(counts: Mapping[str, int]) -> list[ModelShare]:
+    """Newest version first (a swap's successor leads); one entry per version."""
+    shares = []
+    for key, posts in counts.items():
+        name, _, version = key.rpartition(":")
+        shares.append(ModelShare(name=name, version=int(version), posts=posts))
+    return sorted(shares, key=lambda m: (m.name, -m.version))
+
+
+def _majority(shares: list[ModelShare]) -> ModelRef | None:
+    """The version that scored most of the window's posts, the newer on a tie."""
+    if not shares:
+        return None
+    top = max(shares, key=lambda m: (m.posts, m.version))
+    return ModelRef(name=top.name, version=top.version)
+
+
 def _outputs(closed: ClosedWindow, ctx: Context) -> list[Outcome]:
     topics = ctx.settings.topics
     window_id = f"brand:{closed.brand}:{int(closed.start.timestamp())}"
+    shares = _shares(closed.models)
+    model = _majority(shares)
     out: list[Outcome] = [
         Output.of(
             topics.brand_sentiment,
@@ -34,6 +59,8 @@ def _outputs(closed: ClosedWindow, ctx: Context) -> list[Outcome]:
                 if closed.baseline_share is None
                 else round(closed.baseline_share, 4),
                 reasons=closed.reasons,
+                model=model,
+                models=shares,
             ),
         )
     ]
@@ -52,6 +79,7 @@ def _outputs(closed: ClosedWindow, ctx: Context) -> list[Outcome]:
                     share_negative=round(closed.share_negative, 4),
                     baseline_share_negative=round(closed.baseline_share, 4),
                     reasons=closed.reasons,
+                    model=model,
                 ),
             )
         )
@@ -75,6 +103,7 @@ async def handle_brand_posts(
             post.sentiment is SentimentLabel.NEGATIVE,
             size_s=size,
             rule=RULE,
+            model=None if post.model is None else model_key(post.model),
         )
         state.arrived = ctx.now().timestamp()  # the brand is not quiet: see flush_idle
         windows[post.brand] = state.model_dump(mode="json")

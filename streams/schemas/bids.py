@@ -38,6 +38,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
 from streams.schemas.common import Id, InputModel, SourceRef
+from streams.schemas.outputs import ModelRef
 
 Int = StrictInt
 Count = Annotated[StrictInt, Field(ge=0)]
@@ -619,6 +620,9 @@ class ResponseExt(_Strict):
     reasons: list[str]
     source: SourceRef
     propensity: float | None = None
+    model: ModelRef | None = Field(
+        default=None, description="The recommender version behind `propensity` (absent when none was asked)."
+    )
 
 
 class BidResponse(_Strict):

@@ -23,6 +23,19 @@ class Sentiment(BaseModel):
     p_positive: float = Field(ge=0, le=1)
 
 
+class ModelRef(BaseModel):
+    """The model version that produced an output, as Triton named it in its answer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    version: int = Field(ge=1)
+
+
+class ModelShare(ModelRef):
+    posts: int = Field(ge=1, description="How many of the window's posts this version scored.")
+
+
 class Recommendation(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -42,6 +55,12 @@ class SegmentUpdate(OutputModel):
     exited: list[str]
     reasons: list[str] = Field(description="Reason codes: which signals moved the user.")
     recommendations: list[Recommendation]
+    model: ModelRef | None = Field(
+        default=None, description="The recommender version that ranked `recommendations` (absent without)."
+    )
+    text_model: ModelRef | None = Field(
+        default=None, description="The text encoder version whose sentiment moved the user (social only)."
+    )
     source: SourceRef
     ts: AwareDatetime
 
@@ -65,6 +84,9 @@ class CsReply(OutputModel):
         default_factory=list, description="The user's segments when the message was answered (context)."
     )
     reasons: list[str]
+    model: ModelRef | None = Field(
+        default=None, description="The text encoder version that read the message and ranked the replies."
+    )
     source: SourceRef
     ts: AwareDatetime
 
@@ -81,6 +103,7 @@ class ScoredPost(OutputModel):
     source: SourceRef | None = Field(
         default=None, description="The social post this was scored from: brand windows count each once."
     )
+    model: ModelRef | None = Field(default=None, description="The text encoder version that scored it.")
 
     model_config = ConfigDict(extra="ignore", frozen=True)  # read back by the worker: tolerate additions
 
@@ -101,6 +124,14 @@ class BrandWindow(OutputModel):
         default=None, description="Absent until the brand has enough closed windows for a baseline."
     )
     reasons: list[str]
+    model: ModelRef | None = Field(
+        default=None,
+        description="The text encoder version that scored most of the window's posts (the newer on a tie).",
+    )
+    models: list[ModelShare] = Field(
+        default_factory=list,
+        description="Every version that scored the window's posts, with how many: two across a version swap.",
+    )
 
 
 class BrandAlert(OutputModel):
@@ -114,3 +145,4 @@ class BrandAlert(OutputModel):
     share_negative: float
     baseline_share_negative: float
     reasons: list[str]
+    model: ModelRef | None = Field(default=None, description="As in the window it was raised for.")

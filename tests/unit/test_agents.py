@@ -15,7 +15,6 @@ from pydantic import BaseModel
 
 from streams.agents import Activity, AgentParts, batch_agent
 from streams.handlers.common import Context, Outcome, Output, Record
-from streams.labels import load_labels
 from streams.offsets import Partition, SkipGuard
 from streams.pipeline import Route
 from streams.publisher import Publisher
@@ -70,7 +69,6 @@ class Worker:
         ctx = Context(
             settings=settings,
             models=FakeModels(),
-            labels=load_labels(),
             profiles={},
             replies=ReplyIndex(Catalogue(replies=[Reply(id="greet", intent="greeting", text="Hello!")])),
         )

@@ -15,7 +15,6 @@ import orjson
 from streams.faust_compat import active_partitions
 from streams.handlers.common import Context
 from streams.handlers.trends import flush_quiet_brands, write_flushed
-from streams.labels import load_labels
 from streams.publisher import Publisher
 from streams.replies import Catalogue, Reply, ReplyIndex
 from streams.tables import key_partition
@@ -34,7 +33,6 @@ def context(tmp_path: Path) -> Context:
     return Context(
         settings=worker_settings(tmp_path),
         models=FakeModels(),
-        labels=load_labels(),
         profiles={},
         replies=ReplyIndex(Catalogue(replies=[Reply(id="greet", intent="greeting", text="Hello!")])),
         now=lambda: NOW,

@@ -16,7 +16,6 @@ from streams.handlers.bids import handle_bids
 from streams.handlers.chat import handle_chat
 from streams.handlers.common import Context, Output, Record
 from streams.handlers.segments import handle_clicks, handle_social
-from streams.labels import load_labels
 from streams.pipeline import Route, process
 from streams.replies import Catalogue, Reply, ReplyIndex
 from streams.schemas import (
@@ -31,7 +30,7 @@ from streams.schemas import (
 )
 from streams.serde import decode
 from streams.settings import Settings
-from tests.fakes import FakeModels
+from tests.fakes import LABELS, FakeModels
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 BOOK = CampaignBook(
@@ -63,7 +62,6 @@ def make_ctx(models: FakeModels | None = None) -> Context:
     return Context(
         settings=Settings(),
         models=models or FakeModels(),
-        labels=load_labels(),
         profiles={},
         replies=ReplyIndex(CATALOGUE),
         now=lambda: NOW,
@@ -97,7 +95,7 @@ def outputs_of(outcomes: list, model: type) -> list:
 async def test_chat_replies_once_per_message_and_never_echoes_text() -> None:
     factory = EventFactory(seed=3)
     msgs = [factory.chat(text=t).value for t in ("Hello", "where is my order??", "This is the worst!!!")]
-    labels = load_labels()
+    labels = LABELS
     models = FakeModels(
         intents={
             "Hello": labels.intents.index("greeting"),
@@ -122,7 +120,7 @@ async def test_chat_replies_use_the_users_profile_as_context() -> None:
     factory = EventFactory(seed=3)
     texts = ("hi again", "what is happening with order 55123", "meh, this is not great")
     msgs = [factory.chat(text=t, user_id="u7").value for t in texts]
-    labels = load_labels()
+    labels = LABELS
     models = FakeModels(
         intents={
             t: labels.intents.index(i)

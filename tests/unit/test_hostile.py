@@ -49,7 +49,6 @@ from streams.handlers.bids import answer_invalid_request, handle_bids
 from streams.handlers.chat import handle_chat
 from streams.handlers.common import Context, Outcome, Output, Record
 from streams.handlers.segments import handle_clicks, handle_social
-from streams.labels import load_labels
 from streams.pii import redact_bytes
 from streams.pipeline import Route, check_event_time, process
 from streams.replies import ReplyIndex, load_catalogue
@@ -79,7 +78,6 @@ def make_ctx() -> Context:
     return Context(
         settings=SETTINGS,
         models=FakeModels(),
-        labels=load_labels(),
         profiles={},
         replies=ReplyIndex(CATALOGUE),
     )

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import SimpleNamespace
 from typing import Any, cast
 
-import numpy as np
 import pytest
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
@@ -16,6 +14,7 @@ from streams.errors import RejectedInference, RetryableInference
 from streams.inference import ABANDON_GRACE_S, TritonModels, classify
 from streams.settings import Settings
 from streams.text import TextTokenizer
+from tests.fakes import ConfigReads, recommender_answer
 
 
 @pytest.mark.parametrize(
@@ -38,21 +37,19 @@ def test_server_trouble_is_retried_and_bad_requests_are_not(status: str, message
     assert isinstance(err, kind) and err.status == status.removeprefix("StatusCode.")
 
 
-class QueueFullOnce:
+class QueueFullOnce(ConfigReads):
     """A stand-in for the gRPC client: rejects the first request as Triton does when its queue
     is full, then answers; records what each request asked for."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[dict[str, Any]] = []
 
     async def infer(self, model: str, inputs: list[Any], **kwargs: Any) -> Any:
         self.calls.append(kwargs)
         if len(self.calls) == 1:
             raise InferenceServerException("Exceeds maximum queue size", status="StatusCode.UNAVAILABLE")
-        rows = inputs[0].shape()[0]
-        return SimpleNamespace(
-            as_numpy=lambda name: np.zeros((rows, 20), np.int64 if name == "top_items" else np.float32)
-        )
+        return recommender_answer(inputs[0].shape()[0])
 
 
 def test_a_full_queue_is_retried_and_every_request_carries_its_deadline_to_triton() -> None:

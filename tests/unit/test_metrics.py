@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any, cast
 
-import numpy as np
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,6 +36,7 @@ from streams.schemas.outputs import SentimentLabel
 from streams.settings import Settings
 from streams.text import TextTokenizer
 from streams.topics import Topics
+from tests.fakes import ConfigReads, recommender_answer
 
 TOPICS = Topics(prefix="t-")
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -271,20 +270,18 @@ def test_campaign_spend_budget_and_pacing_over_the_partitions_owned() -> None:
     assert value(metrics, "marketing_scorer_campaign_pacing_allowed", campaign="house-grocery") == 26.0
 
 
-class UnavailableOnce:
+class UnavailableOnce(ConfigReads):
     """A gRPC client stand-in: the first request finds Triton unavailable, the second is answered."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.calls = 0
 
     async def infer(self, model: str, inputs: list[Any], **kwargs: Any) -> Any:
         self.calls += 1
         if self.calls == 1:
             raise InferenceServerException("failed to connect", status="StatusCode.UNAVAILABLE")
-        rows = inputs[0].shape()[0]
-        return SimpleNamespace(
-            as_numpy=lambda name: np.zeros((rows, 20), np.int64 if name == "top_items" else np.float32)
-        )
+        return recommender_answer(inputs[0].shape()[0])
 
 
 def test_every_triton_request_is_timed_and_counted_by_grpc_code() -> None:

@@ -145,3 +145,18 @@ def test_choose_counts_every_selection_set() -> None:
     fast = {**_valid(0.80, 0.90), "in_domain_valid_accuracy": 0.78}  # 2 points off in domain
     slow = {**_valid(0.80, 0.90), "in_domain_valid_accuracy": 0.80}
     assert quantize.choose({"fp32": fp32, "fast": fast, "slow": slow}, {"fast": 3.0, "slow": 2.0}) == "slow"
+
+
+@pytest.mark.parametrize("served", ["model.onnx", quantize.INT8_FILENAME])
+def test_the_cpu_profile_points_the_text_encoder_at_the_served_file(
+    served: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from triton_models import configs
+
+    monkeypatch.setattr(quantize, "served_filename", lambda version_dir: served)
+    written = configs.write_cpu_repository(tmp_path, threads=1)
+    params = {
+        p.parent.name: configs.load_config(p).parameters[configs.PARAM_ONNX].string_value for p in written
+    }
+    assert params["text_encoder"].endswith("/text_encoder/{version}/" + served)
+    assert params["recommender"].endswith("/recommender/{version}/model.onnx")

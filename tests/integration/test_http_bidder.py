@@ -22,6 +22,7 @@ from stack.local import STATE_DIR, GatewayProcess, LocalStack, WorkerProcess
 from stack.observe import TopicReader, wait_assigned, wait_caught_up
 from streams.dlq import HEADER_REASON
 from streams.schemas import BidResponse
+from streams.schemas.adevents import AdOutcome, OutcomeKind
 from streams.schemas.bids import NoBidReason
 from streams.settings import Settings
 from tests.integration.test_decisions_e2e import STAPLES, click
@@ -175,6 +176,82 @@ def test_every_http_answer_is_the_one_on_ad_bids(bidder: HttpBidder) -> None:
     assert nobid.nbr == NoBidReason.UNMATCHED_USER
     expired = BidResponse.model_validate(orjson.loads(answers["r-late"]))
     assert expired.nbr == NoBidReason.INSUFFICIENT_AUCTION_TIME
+
+
+def notice(bidder: HttpBidder, url: str, **macros: str) -> int:
+    """GET a notice URL as the exchange would: its macros substituted."""
+    names = {"price": "${AUCTION_PRICE}", "loss": "${AUCTION_LOSS}"}
+    for name, value in macros.items():
+        url = url.replace(names[name], value)
+    assert url.startswith(bidder.gateway.notice_base_url), url
+    conn = bidder.connect()
+    try:
+        conn.request("GET", url.removeprefix(bidder.gateway.url))
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def outcomes_for(
+    bidder: HttpBidder, bid_id: str, kinds: set[OutcomeKind], timeout: float = 60.0
+) -> list[AdOutcome]:
+    """The worker's outcomes for `bid_id` once one of each of `kinds` is on ad-outcomes."""
+    deadline = time.monotonic() + timeout
+    with TopicReader(bidder.settings, [bidder.settings.topics.ad_outcomes]) as reader:
+        while True:
+            reader.poll(0.5)
+            found = [AdOutcome.model_validate(orjson.loads(r.value)) for r in reader.records]
+            mine = [o for o in found if o.bid_id == bid_id]
+            if kinds <= {o.kind for o in mine}:
+                reader.read_to_end()
+                found = [AdOutcome.model_validate(orjson.loads(r.value)) for r in reader.records]
+                return [o for o in found if o.bid_id == bid_id]
+            bidder.alive()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"outcomes of {bid_id} after {timeout:.0f}s: {mine}\n{bidder.logs()}")
+
+
+def won_bid(bidder: HttpBidder, user: str, request_id: str) -> Any:
+    give_history(bidder, user)
+    conn = bidder.connect()
+    reply = post(
+        conn, bidder.settings.gateway_bid_path, orjson.dumps(bid_request(request_id, user, tmax=3000))
+    )
+    conn.close()
+    assert reply.status == 200, (reply, bidder.logs())
+    [seat] = reply.response().seatbid
+    [bid] = seat.bid
+    return bid
+
+
+def test_a_won_auction_is_charged_its_clearing_price_once(bidder: HttpBidder) -> None:
+    bid = won_bid(bidder, "u-win", "r-win")
+    clearing = round(bid.price * 0.6, 4)  # a second-price auction clears below our bid
+    assert notice(bidder, bid.nurl, price=f"{clearing:.4f}") == 200
+    assert notice(bidder, bid.burl, price=f"{clearing:.4f}") == 200
+    assert notice(bidder, bid.burl, price=f"{clearing:.4f}") == 200  # the exchange retries: a replay
+    # a fresh gateway (its replay memory empty) forwards the replay: the worker must drop it
+    bidder.gateway.stop()
+    bidder.gateway.start()
+    assert notice(bidder, bid.burl, price=f"{clearing:.4f}") == 200
+    outcomes = outcomes_for(bidder, bid.id, {OutcomeKind.WON, OutcomeKind.BILLED})
+    billed = [o for o in outcomes if o.kind is OutcomeKind.BILLED]
+    assert len(billed) == 1, outcomes
+    # CPM -> one impression in micros: price / 1000 x 1e6
+    assert billed[0].charged_micros == round(clearing * 1000)
+    assert billed[0].released_micros == round(bid.price * 1000)  # the reservation held at our bid
+    assert billed[0].clearing_price == pytest.approx(clearing)
+    assert sum(o.charged_micros for o in outcomes) == round(clearing * 1000)
+
+
+def test_a_lost_auction_releases_its_reservation(bidder: HttpBidder) -> None:
+    bid = won_bid(bidder, "u-lost", "r-lost")
+    assert notice(bidder, bid.lurl, loss="102") == 200  # lost to a higher bid
+    [lost] = outcomes_for(bidder, bid.id, {OutcomeKind.LOST})
+    assert (lost.loss, lost.charged_micros) == (102, 0)
+    assert lost.released_micros == round(bid.price * 1000)
 
 
 def test_a_worker_killed_mid_traffic_leaves_no_request_unanswered_past_its_deadline(

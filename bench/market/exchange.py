@@ -57,6 +57,7 @@ class Tally:
             "billed": len(billed),
             "spend": sum(s.clearing.price or 0.0 for s in billed) / 1000,
             "mean_bid_cpm": statistics.fmean(s.bid_price for s in self.settled) if self.settled else None,
+            "mean_won_bid_cpm": statistics.fmean(s.bid_price for s in won) if won else None,
             "mean_clearing_cpm": statistics.fmean(s.clearing.price or 0.0 for s in won) if won else None,
             "mean_clearing_over_bid": statistics.fmean(ratios) if ratios else None,
             "losses_by_code": {

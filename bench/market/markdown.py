@@ -95,10 +95,11 @@ def _live(results: dict[str, Any]) -> list[str]:
         f"p50 {_f(lat['p50_ms'], 1)} ms, p99 {_f(lat['p99_ms'], 1)} ms; statuses {lat['status']}, errors {lat['errors']}.",
         "",
         f"Bids {auctions['bids']}, won {auctions['won']} (win rate {_f(auctions['win_rate'])}), billed "
-        f"{auctions['billed']}, spend {_f(auctions['spend'], 4)}; mean bid {_f(auctions['mean_bid_cpm'])} CPM, "
+        f"{auctions['billed']}, spend {_f(auctions['spend'], 4)}; mean bid {_f(auctions['mean_bid_cpm'])} CPM "
+        f"(won: {_f(auctions['mean_won_bid_cpm'])}), "
         f"mean clearing {_f(auctions['mean_clearing_cpm'])} CPM, clearing/bid {_f(auctions['mean_clearing_over_bid'])}.",
         "",
         f"Losses by code: {auctions['losses_by_code']}; notices: {auctions['notices_by_status']}",
         "",
-        f"No-bid reasons (from bid-replies): {results.get('no_bids', {})}",
+        f"No-bid reasons (read back from ad-bids): {results.get('no_bids', {})}",
     ]

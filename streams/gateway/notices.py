@@ -23,7 +23,7 @@ from streams.gateway.metrics import GatewayMetrics
 from streams.schemas.adevents import AdEvent, NoticeKind
 from streams.serde import encode
 from streams.settings import Settings
-from streams.signing import NoticeRejected, NoticeSigner, is_audit, macro_price, macro_value
+from streams.signing import AUDIT, NoticeRejected, NoticeSigner, is_audit, macro_price, macro_value
 
 log = logging.getLogger("streams.gateway.notices")
 
@@ -88,8 +88,10 @@ class NoticeDesk:
         try:
             price = macro_price(query, "price")
             min_to_win = macro_price(query, "mtw")
-            loss_text = macro_value(query, "loss")
-            loss = None if loss_text is None or loss_text == "AUDIT" else int(loss_text)
+            # the loss code only means something on a loss notice: garbage there is malformed,
+            # elsewhere it must not cost us a win or a billing
+            loss_text = macro_value(query, "loss") if kind is NoticeKind.LOSS else None
+            loss = None if loss_text is None or loss_text == AUDIT else int(loss_text)
         except (NoticeRejected, ValueError):
             return NoticeAnswer(400, "malformed")
         if price is not None and price > ticket.bid_price + PRICE_TOLERANCE:

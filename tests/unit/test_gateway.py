@@ -456,6 +456,11 @@ async def test_a_notice_kafka_refuses_is_503_and_its_retry_goes_through(gw: Gate
         assert resp.status == 200 and await resp.text() == "accepted"
     [sent] = gw.bus.on("ad-events")
     assert AdEvent.model_validate(orjson.loads(sent.value)).loss == 102
+    # an unreadable loss code is malformed on a loss notice, and ignored on a billing one
+    async with gw.session.get(notice_url(gw, NoticeKind.LOSS, ticket(user="u2"), loss="x")) as resp:
+        assert resp.status == 400
+    async with gw.session.get(notice_url(gw, NoticeKind.BILLING, t, price="1", loss="x")) as resp:
+        assert resp.status == 200
 
 
 def test_the_loss_url_of_a_bid_verifies_as_signed() -> None:

@@ -15,8 +15,9 @@ worker's clickstream handler.
 
 What it therefore does not exercise: Kafka (no topics, no consumer groups, no changelogs, no
 partition assignment: the records carry the partition their key would get), the HTTP gateway and
-its notice endpoint (the notice URLs are verified here with the same signer the gateway uses and
-turned into the same `AdEvent`s), and any latency or deadline (requests carry no `tmax`; the
+its HTTP server (each notice URL goes through the gateway's own `NoticeDesk`, which verifies it
+and builds the `AdEvent`, but its write to ad-events is handed to the notices handler here), the
+worker's reservation timer (`ExpirySweep` is stepped after every batch instead), and any latency or deadline (requests carry no `tmax`; the
 recommender's time is real, the day's is not). `bench.market live` covers HTTP and Kafka, in
 real time.
 

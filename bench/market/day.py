@@ -17,9 +17,9 @@ What it therefore does not exercise: Kafka (no topics, no consumer groups, no ch
 partition assignment: the records carry the partition their key would get), the HTTP gateway and
 its HTTP server (each notice URL goes through the gateway's own `NoticeDesk`, which verifies it
 and builds the `AdEvent`, but its write to ad-events is handed to the notices handler here), the
-worker's reservation timer (`ExpirySweep` is stepped after every batch instead), and any latency or deadline (requests carry no `tmax`; the
-recommender's time is real, the day's is not). `bench.market live` covers HTTP and Kafka, in
-real time.
+worker's reservation timer (the same `ExpirySweep` is stepped after every batch instead), and
+any latency or deadline (requests carry no `tmax`; the recommender's time is real, the day's is
+not). `bench.market live` covers HTTP and Kafka, in real time.
 
 Traffic: `--requests` per day spread over the hours by `HOURLY_SHARE`, in batches of `--batch`
 sharing one simulated instant; the exchange's win and loss notices arrive 0.2 s (simulated) after

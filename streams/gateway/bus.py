@@ -159,7 +159,12 @@ class KafkaBus:
         assert loop is not None
         while not self._stopping.is_set():
             try:
-                messages = self._consumer.consume(num_messages=500, timeout=0.1)
+                # consume(n, timeout) waits for n records or the timeout: a reply would wait with
+                # it. A poll returns with the first record; what came with it is drained at once.
+                first = self._consumer.poll(0.1)
+                messages = (
+                    [] if first is None else [first, *self._consumer.consume(num_messages=499, timeout=0)]
+                )
             except KafkaException as exc:
                 log.warning("reading %s: %s", self._replies_topic, exc)
                 continue

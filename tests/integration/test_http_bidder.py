@@ -258,7 +258,9 @@ def test_a_worker_killed_mid_traffic_leaves_no_request_unanswered_past_its_deadl
     local_stack: LocalStack,
 ) -> None:
     """Requests keep coming while the only worker is SIGKILLed and restarted: each still gets an
-    answer (a no-bid while no worker owns its partition) before its tmax.
+    answer (a no-bid while no worker owns its partition) before its tmax. A bid won before the
+    kill and billed while no worker runs is charged once by the restarted one: its reservation
+    and the notice, both in Kafka, outlive the worker.
 
     The allowance is 30 ms here, not the default 10: on this 2-core machine a restarting worker
     takes both cores for seconds, and with 10 ms 2 of 159 no-bids reached the client 0.7 and 15 ms
@@ -270,6 +272,9 @@ def test_a_worker_killed_mid_traffic_leaves_no_request_unanswered_past_its_deadl
 
 def killed_worker_traffic(bidder: HttpBidder, *, tmax: int, allowance: int) -> None:
     path = bidder.settings.gateway_bid_path
+    bid = won_bid(bidder, "u-kill", "r-kill")
+    clearing = round(bid.price * 0.5, 4)
+    assert notice(bidder, bid.nurl, price=f"{clearing:.4f}") == 200
     replies: list[Reply] = []
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -298,6 +303,7 @@ def killed_worker_traffic(bidder: HttpBidder, *, tmax: int, allowance: int) -> N
         killed_at = len(replies)
         wait_for(lambda: len(replies) >= killed_at + 50, timeout=30, what="50 answers without a worker")
         without_worker = replies[killed_at + 8 : killed_at + 50]  # past those already answered at the kill
+        assert notice(bidder, bid.burl, price=f"{clearing:.4f}") == 200  # Kafka took it: no worker needed
         restarted = len(replies)
         bidder.worker.start()
         # the restarted worker answers again once the dead one's session expired (6 s)
@@ -318,6 +324,9 @@ def killed_worker_traffic(bidder: HttpBidder, *, tmax: int, allowance: int) -> N
     assert min(r.elapsed_ms for r in without_worker) >= tmax - allowance - 1
     slow = [r.elapsed_ms for r in replies if r.elapsed_ms >= tmax]
     assert not slow, f"{len(slow)} of {len(replies)} answers came after tmax {tmax} ms: {sorted(slow)[-5:]}"
+    billed = [o for o in outcomes_for(bidder, bid.id, {OutcomeKind.BILLED}) if o.kind is OutcomeKind.BILLED]
+    assert {o.outcome_id for o in billed} == {f"billed:{bid.id}"}  # a replay after the crash keeps its id
+    assert {o.charged_micros for o in billed} == {round(clearing * 1000)}
 
 
 def wait_for(check: Any, *, timeout: float, what: str) -> None:

@@ -26,11 +26,11 @@ from streams.faust_compat import committed_offset, install_rebalance_workarounds
 from streams.handlers.bids import answer_invalid_request, handle_bids
 from streams.handlers.chat import handle_chat
 from streams.handlers.common import Context, Outcome
+from streams.handlers.notices import ExpirySweep, handle_ad_events
 from streams.handlers.segments import handle_clicks, handle_social
 from streams.handlers.trends import handle_brand_posts
 from streams.housekeeping import Sweeper
 from streams.http import EndpointSensor, EndpointServer, Readiness
-from streams.labels import load_labels
 from streams.liveness import LivenessCheck
 from streams.logsafe import hide_sasl_secrets
 from streams.metrics import MeteredModels, WorkerMetrics
@@ -40,6 +40,7 @@ from streams.pipeline import Route
 from streams.publisher import Publisher
 from streams.replies import ReplyIndex, load_catalogue
 from streams.schemas import BidRequest, ChatMessage, ClickEvent, ScoredPost, SocialPost
+from streams.schemas.adevents import AdEvent
 from streams.settings import Settings
 from streams.shutdown import EXIT_FATAL, Health, hard_exit, stop_loudly
 from streams.tables import Tables, key_partition, make_tables
@@ -48,6 +49,7 @@ from streams.timers import (
     add_brand_flush,
     add_liveness_check,
     add_metrics_refresh,
+    add_notice_expiry,
     add_state_sweep,
     add_stats_report,
 )
@@ -89,12 +91,20 @@ def new_faust_app(settings: Settings) -> faust.App:
     )
 
 
-def routes(settings: Settings, tables: Tables, book: CampaignBook) -> dict[str, Route]:
-    """Input topic -> how its records are processed."""
+def routes(
+    settings: Settings, tables: Tables, book: CampaignBook, metrics: WorkerMetrics | None = None
+) -> dict[str, Route]:
+    """Input topic -> how its records are processed. ad-events shares the bids' ledger: Faust's
+    assignor gives partition P of every topic with the same partition count that all workers
+    subscribe to, to the same worker (faust/assignor/partition_assignor.py, co-partitioned groups)."""
     topics = settings.topics
+    tally = metrics.notice if metrics is not None else (lambda kind, result: None)
 
     async def bids(records: Any, c: Context) -> list[Outcome]:
         return await handle_bids(records, c, book, tables.ledger)
+
+    async def notices(records: Any, c: Context) -> list[Outcome]:
+        return await handle_ad_events(records, c, book, tables.ledger, tally)
 
     async def brands(records: Any, c: Context) -> list[Outcome]:
         return await handle_brand_posts(records, c, tables.brand_windows)
@@ -104,6 +114,7 @@ def routes(settings: Settings, tables: Tables, book: CampaignBook) -> dict[str, 
         topics.chat: Route("chat", ChatMessage, handle_chat, text_field="text", time_field="ts"),
         topics.social: Route("social", SocialPost, handle_social, text_field="text", time_field="ts"),
         topics.bid_requests: Route("bids", BidRequest, bids, on_invalid=answer_invalid_request),
+        topics.ad_events: Route("notices", AdEvent, notices, time_field="received"),
         topics.social_scored: Route("brands", ScoredPost, brands),
     }
 
@@ -171,7 +182,6 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
     ctx = Context(
         settings=settings,
         models=models,
-        labels=load_labels(),
         profiles=tables.profiles,
         replies=ReplyIndex(load_catalogue()),
     )
@@ -191,7 +201,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
 
     parts = AgentParts(ctx, guard, publisher, activity, stats, stop, metrics)
     book = load_campaigns()
-    by_topic = routes(settings, tables, book)
+    by_topic = routes(settings, tables, book, metrics)
     for source, route in by_topic.items():
         within = settings.bid_batch_within_s if route.name == "bids" else settings.batch_within_s
         agent = batch_agent(route, parts, settings.batch_size, within)
@@ -199,6 +209,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
 
     add_stats_report(app, stats, models)
     add_brand_flush(app, ctx, tables.brand_windows, publisher)
+    add_notice_expiry(app, ctx, ExpirySweep(tables.ledger), publisher, stats)
     sweeper = Sweeper(
         tables.profiles,
         tables.ledger,

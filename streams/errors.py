@@ -23,6 +23,13 @@ class Reason(StrEnum):
     FUTURE_EVENT_TIME = "future_event_time"
     INFERENCE_REJECTED = "inference_rejected"
     PROCESSING_ERROR = "processing_error"
+    # notices (ad-events, streams.handlers.notices): never charged
+    UNKNOWN_BID = "unknown_bid"  # no reservation for the bid (never reserved, or deleted)
+    NOTICE_EXPIRED = "notice_expired"  # later than Settings.notice_timeout_s after the bid
+    NOTICE_MISMATCH = "notice_mismatch"  # campaign, user, imp, price or time differ from the bid's
+    NOTICE_CONFLICT = "notice_conflict"  # contradicts a final notice booked before (loss after billing)
+    PRICE_ABOVE_BID = "price_above_bid"  # a clearing price above what we bid
+    WRONG_PARTITION = "wrong_partition"  # read from another partition than the one it names
 
 
 class ScorerError(Exception):

@@ -10,6 +10,10 @@ What is dead, and why it is safe to drop:
   caps are all empty loses the key.
 - a spend entry of an earlier UTC day: `Ledger.spent_micros` counts only today's.
 The replay watermarks (`p<P>/applied/<topic>`) are one per partition and input, and are kept.
+Bid reservations and their tombstones (`p<P>/resv/<bid id>`) are not swept here: the notice
+expiry (`streams.handlers.notices.ExpirySweep`) releases them, with an outcome, and deletes them
+once the notice timeout is up. The per-campaign entries (`hold`, `pace`, `shade`) are one per
+campaign and partition.
 
 Only keys of the partitions this worker is active for are swept: a worker also holds standby
 copies of other partitions, and a deletion there would write a tombstone into a changelog that

@@ -174,6 +174,15 @@ class WorkerMetrics:
             "What the pacing line allows to have been spent by now on those partitions",
             ["campaign"],
         )
+        self.notices = counter(
+            "ad_notices",
+            "Notices read from ad-events, by kind (win, billing, loss) and result: won, billed, lost, "
+            "duplicate, replayed, late_win, audit (never charged), dead_letter",
+            ["kind", "result"],
+        )
+        self.ad_outcomes = counter(
+            "ad_outcomes", "Bookings on ad-outcomes: won, billed, lost, expired", ["kind"]
+        )
         self.segment_entries = counter("segment_entries", "Users entering a segment", ["segment"])
         self.segment_exits = counter("segment_exits", "Users leaving a segment", ["segment"])
         self.cs_replies = counter(
@@ -213,6 +222,7 @@ class WorkerMetrics:
             topics.segment_updates: self._segment_update,
             topics.brand_sentiment: lambda _: self.brand_windows.inc(),
             topics.brand_alerts: lambda _: self.brand_alerts.inc(),
+            topics.ad_outcomes: lambda body: self.ad_outcomes.labels(body["kind"]).inc(),
         }
 
     # --- what the agents and the publisher report ----------------------------------------------
@@ -248,6 +258,10 @@ class WorkerMetrics:
             self.segment_entries.labels(segment).inc()
         for segment in body["exited"]:
             self.segment_exits.labels(segment).inc()
+
+    def notice(self, kind: str, result: str) -> None:
+        """What the notice handler made of one notice (`streams.handlers.notices`)."""
+        self.notices.labels(kind, result).inc()
 
     def triton_request(self, model: str, code: str, seconds: float) -> None:
         self.triton_requests.labels(model, code).inc()

@@ -18,6 +18,7 @@ from streams.campaigns import CampaignBook
 from streams.errors import WorkerStalled
 from streams.faust_compat import active_partitions, committed_offset, fetch_state
 from streams.handlers.common import Context
+from streams.handlers.notices import ExpirySweep, write_expired
 from streams.handlers.trends import flush_quiet_brands, write_flushed
 from streams.housekeeping import SWEEP_EVERY_S, Sweeper
 from streams.inference import TritonModels
@@ -34,6 +35,7 @@ STATS_EVERY_S = 10.0
 BRAND_FLUSH_EVERY_S = 5.0
 LIVENESS_EVERY_S = 5.0
 METRICS_EVERY_S = 5.0
+EXPIRE_EVERY_S = 1.0
 
 
 def add_stats_report(app: AppT, stats: Counter[str], models: TritonModels) -> None:
@@ -72,6 +74,28 @@ def add_brand_flush(app: AppT, ctx: Context, windows: MutableMapping[str, Any], 
     @app.timer(BRAND_FLUSH_EVERY_S)
     async def close_quiet_brand_windows() -> None:
         await flush_owned_brands(app, ctx, windows, publisher)
+
+
+def add_notice_expiry(
+    app: AppT, ctx: Context, sweep: ExpirySweep, publisher: Publisher, stats: Counter[str]
+) -> None:
+    """Release the reservations no billing or loss notice settled within the notice timeout, and
+    delete the resolved ones whose time is up, a slice of the ledger per tick, in the partitions
+    this worker is active for (bid-requests and ad-events are co-partitioned). The `expired`
+    outcomes are published first, then the ledger written, as the brand flush does."""
+    topics = ctx.settings.topics
+
+    @app.timer(EXPIRE_EVERY_S)
+    async def expire_reservations() -> None:
+        active = active_partitions(app, topics.bid_requests) & active_partitions(app, topics.ad_events)
+        if not active:
+            return
+        expiry = sweep.step(ctx.now(), ctx.settings, active)
+        if expiry.keys:
+            await publisher.publish(expiry.outcomes)
+            released = write_expired(sweep.state, expiry, now=ctx.now(), settings=ctx.settings)
+            stats["expired:reservations"] += released
+            stats["expired:tombstones"] += len(expiry.keys) - released
 
 
 def add_state_sweep(app: AppT, ctx: Context, sweeper: Sweeper, stats: Counter[str]) -> None:

@@ -25,6 +25,7 @@ from streams.schemas import (
     SegmentUpdate,
     SocialPost,
 )
+from streams.schemas.adevents import AdEvent, AdOutcome
 from streams.topics import DLQ_SUFFIX, INPUTS, INTERNAL, OUTPUTS
 
 # What a topic is to a consumer. `input`: others write, the worker reads. `output`: the worker
@@ -140,6 +141,8 @@ CS_REPLY = Payload("cs-reply", CsReply, written=True)
 BRAND_WINDOW = Payload("brand-window", BrandWindow, written=True)
 BRAND_ALERT = Payload("brand-alert", BrandAlert, written=True)
 DEAD_LETTER_HEADERS = Payload("dead-letter-headers", DeadLetterHeaders, written=True)
+AD_EVENT = Payload("ad-event", AdEvent, written=False)
+AD_OUTCOME = Payload("ad-outcome", AdOutcome, written=True)
 
 PAYLOADS = (
     CLICK_EVENT,
@@ -153,6 +156,8 @@ PAYLOADS = (
     BRAND_WINDOW,
     BRAND_ALERT,
     DEAD_LETTER_HEADERS,
+    AD_EVENT,
+    AD_OUTCOME,
 )
 
 _READ: dict[str, Channel] = {
@@ -179,6 +184,14 @@ _READ: dict[str, Channel] = {
         "OpenRTB 2.6 bid requests from exchanges (`schema_version` may be omitted).",
         "user.id, else the request id",
         BID_REQUEST,
+    ),
+    "ad-events": Channel(
+        "ad-events",
+        "input",
+        "Verified win, billing and loss notices of our bids, written by the HTTP gateway to the "
+        "partition of the bid request answered (the one its signed URL names).",
+        "the bid's user key (user.id, else the request id), as on bid-requests",
+        AD_EVENT,
     ),
     "social-scored": Channel(
         "social-scored",
@@ -231,6 +244,25 @@ _WRITTEN: dict[str, Channel] = {
         "brand",
         BRAND_ALERT,
         dedupe_by="alert_id",
+    ),
+    "ad-outcomes": Channel(
+        "ad-outcomes",
+        "output",
+        "What the worker booked for a bid: won, billed (spend at the clearing price), lost, or "
+        "expired (no billing or loss notice within the notice timeout). Every bid ends in one of "
+        "billed, lost or expired; a win adds one more.",
+        "the bid's user key",
+        AD_OUTCOME,
+        dedupe_by="outcome_id",
+    ),
+    "bid-replies": Channel(
+        "bid-replies",
+        "output",
+        "The answers to bid requests that came through the HTTP gateway, with its reply headers; "
+        "read back by the gateway, which writes what it answered to ad-bids.",
+        "the bid request's key (user.id, else the request id)",
+        BID_RESPONSE,
+        dedupe_by="ext.response_id",
     ),
 }
 

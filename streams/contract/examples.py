@@ -29,11 +29,15 @@ from streams.schemas import (
     SocialPost,
     SourceRef,
 )
+from streams.schemas.adevents import AdEvent, AdOutcome, NoticeKind, OutcomeKind
 from streams.schemas.bids import Bid, NoBidReason, ResponseExt, SeatBid
+from streams.schemas.outputs import ModelRef, ModelShare
 from streams.serde import encode, loads
 from streams.topics import DLQ_SUFFIX, INPUTS, INTERNAL
 
 T0 = datetime(2026, 3, 2, 9, 30, 0, 125000, tzinfo=UTC)
+_TEXT = ModelRef(name="text_encoder", version=1)  # the versions that answered (Triton's model_version)
+_RECOMMENDER = ModelRef(name="recommender", version=1)
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,7 @@ def examples() -> dict[str, list[Example]]:
                     p_positive=0.97,
                     sentiment=SentimentLabel.POSITIVE,
                     source=_source("social", 2, 17),
+                    model=_TEXT,
                 ),
             )
         ],
@@ -213,6 +218,7 @@ def examples() -> dict[str, list[Example]]:
                         Recommendation(product_id=196, score=0.31),
                         Recommendation(product_id=14084, score=0.12),
                     ],
+                    model=_RECOMMENDER,
                     source=_source(clicks, 1, 41),
                     ts=T0,
                 ),
@@ -247,6 +253,7 @@ def examples() -> dict[str, list[Example]]:
                         reasons=["history_items:6", "imp:1:bid:house-grocery:price=2.36"],
                         source=_source("bid-requests", 1, 12),
                         propensity=0.42,
+                        model=_RECOMMENDER,
                     ),
                 ),
             ),
@@ -288,6 +295,7 @@ def examples() -> dict[str, list[Example]]:
                         "context:order_id,segments",
                         "reply:order_status_2:similarity=0.88",
                     ],
+                    model=_TEXT,
                     source=_source("chat", 1, 9),
                     ts=T0,
                 ),
@@ -307,6 +315,7 @@ def examples() -> dict[str, list[Example]]:
                     action="handoff",
                     handoff_queue="priority",
                     reasons=["intent:complaint:0.94", "sentiment:negative:0.04", "handoff:angry_customer"],
+                    model=_TEXT,
                     source=_source("chat", 0, 3),
                     ts=T0,
                 ),
@@ -333,6 +342,8 @@ def examples() -> dict[str, list[Example]]:
                         "baseline=0.16",
                         "spike:share-baseline=0.72>=0.2",
                     ],
+                    model=_TEXT,
+                    models=[ModelShare(name="text_encoder", version=1, posts=8)],
                 ),
             )
         ],
@@ -355,6 +366,63 @@ def examples() -> dict[str, list[Example]]:
                         "baseline=0.16",
                         "spike:share-baseline=0.72>=0.2",
                     ],
+                ),
+            )
+        ],
+        "ad-events": [
+            _of(
+                "billing",
+                "The billing notice of the bid above: it cleared at 1.87 in a second-price auction.",
+                "u1001",
+                AdEvent(
+                    kind=NoticeKind.BILLING,
+                    bid_id="req-8f2c:1",
+                    imp_id="1",
+                    campaign="house-grocery",
+                    user="u1001",
+                    partition=1,
+                    bid_price=2.36,
+                    issued_ms=int(T0.timestamp() * 1000),
+                    auction_type=2,
+                    price=1.87,
+                    received=T0 + timedelta(seconds=2),
+                ),
+            )
+        ],
+        "ad-outcomes": [
+            _of(
+                "billed",
+                "Spend booked for the billing notice above, the 2.36 CPM reservation released.",
+                "u1001",
+                AdOutcome(
+                    outcome_id="billed:req-8f2c:1",
+                    kind=OutcomeKind.BILLED,
+                    bid_id="req-8f2c:1",
+                    campaign="house-grocery",
+                    user="u1001",
+                    auction_type=2,
+                    bid_price=2.36,
+                    clearing_price=1.87,
+                    charged_micros=1870,
+                    released_micros=2360,
+                    bid_at=T0,
+                    at=T0 + timedelta(seconds=2),
+                ),
+            )
+        ],
+        "bid-replies": [
+            _of(
+                "no-bid",
+                "The answer to a request from the HTTP gateway (its reply headers travel beside it).",
+                "u-never-seen",
+                BidResponse(
+                    id="req-77ab",
+                    nbr=NoBidReason.UNMATCHED_USER,
+                    ext=ResponseExt(
+                        response_id="bid:bid-requests/3/6",
+                        reasons=["history_items:0"],
+                        source=_source("bid-requests", 3, 6),
+                    ),
                 ),
             )
         ],

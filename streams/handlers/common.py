@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from streams.dlq import DeadLetter, RecordMeta, dead_letter
 from streams.errors import BadInput, Reason, RejectedInference
 from streams.inference import Recommendations, TextScores
-from streams.labels import TextLabels
+from streams.labels import ModelVersion, TextLabels
 from streams.replies import ReplyIndex
 from streams.schemas.common import SourceRef
 from streams.serde import encode
@@ -78,16 +78,15 @@ class Context:
 
     settings: Settings
     models: Models
-    labels: TextLabels
     profiles: MutableMapping[str, Any]
     replies: ReplyIndex
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     monotonic: Callable[[], float] = time.monotonic
 
-    @property
-    def neutral_band(self) -> tuple[float, float]:
-        """The settings' band when set, else the one calibrated with the model."""
-        return self.settings.neutral_band or self.labels.neutral_band
+    def neutral_band(self, labels: TextLabels) -> tuple[float, float]:
+        """The settings' band when set (an operator's override), else the one calibrated with
+        the model version that answered (its labels come with its scores)."""
+        return self.settings.neutral_band or labels.neutral_band
 
 
 @dataclass(frozen=True)
@@ -97,10 +96,14 @@ class TextRow:
     p_positive: float
     intent_probs: np.ndarray
     embedding: np.ndarray
+    model: ModelVersion  # the version that scored it
+    labels: TextLabels  # that version's labels
 
 
 def _text_row(scores: TextScores, i: int) -> TextRow:
-    return TextRow(float(scores.p_positive[i]), scores.intent_probs[i], scores.embedding[i])
+    return TextRow(
+        float(scores.p_positive[i]), scores.intent_probs[i], scores.embedding[i], scores.model, scores.labels
+    )
 
 
 async def score_texts(

@@ -16,7 +16,7 @@ def test_environment_prefix_and_topic_prefix(monkeypatch: pytest.MonkeyPatch) ->
     assert s.confluent_config()["bootstrap.servers"] == "10.0.0.1:9092"
     assert s.topics.chat == "staging-chat" and s.topics.dlq(s.topics.chat) == "staging-chat.dlq"
     assert s.faust_app_id == "staging-marketing-scorer"
-    assert len(set(s.topics.all())) == 15  # 4 inputs + 1 internal, 5 outputs, 5 dead-letter topics
+    assert len(set(s.topics.all())) == 19  # 5 inputs + 1 internal, 7 outputs, 6 dead-letter topics
 
 
 def test_sasl_needs_credentials_and_keeps_the_password_secret() -> None:

@@ -129,9 +129,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if value is None:
             continue
         if isinstance(value, tuple | list):
-            import json
-
             text = json.dumps(list(value))
+        elif isinstance(value, dict):  # notice_keys: key id -> SecretStr, passed as JSON with its values
+            text = json.dumps(
+                {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in value.items()}
+            )
         else:
             text = str(value)
         env[f"MS_{name.upper()}"] = text
@@ -249,6 +251,77 @@ class DashboardProcess:
 
     def stop(self) -> int | None:
         return self.process.stop(grace=10.0)
+
+    def running(self) -> bool:
+        return self.process.running()
+
+    def log(self) -> str:
+        return log_tail(self.log_path, 6000)
+
+
+@dataclass
+class GatewayProcess:
+    """One `python -m streams gateway` process (the OpenRTB HTTP bidder) on 127.0.0.1, on
+    `settings.gateway_port` when it is free, else one the OS picks. Its notice URLs must reach
+    it, so the workers that sign them need `notice_base_url` (`worker_settings`)."""
+
+    settings: Settings
+    log_path: Path
+    port: int = field(init=False)
+    process: ManagedProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.port = free_port(self.settings.gateway_port)
+        env = child_env(self.settings)
+        env.update(
+            MS_GATEWAY_HOST="127.0.0.1",
+            MS_GATEWAY_PORT=str(self.port),
+            MS_NOTICE_BASE_URL=self.notice_base_url,
+        )
+        self.process = ManagedProcess(
+            name="gateway",
+            argv=[sys.executable, "-m", "streams", "gateway"],
+            log_path=self.log_path,
+            pid_path=self.log_path.with_suffix(".pid"),
+            env=env,
+            cwd=REPO,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def bid_url(self) -> str:
+        return self.url + self.settings.gateway_bid_path
+
+    @property
+    def notice_base_url(self) -> str:
+        return self.url + self.settings.gateway_notice_path
+
+    def worker_settings(self) -> Settings:
+        """`settings` for a worker whose bids' notice URLs point at this gateway."""
+        return self.settings.model_copy(update={"notice_base_url": self.notice_base_url})
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start it and wait until /ready (its reply consumer is assigned)."""
+        self.process.start()
+        wait_until(
+            self._ready, timeout=timeout, what="the gateway's /ready", alive=self.process.raise_if_exited
+        )
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> int | None:
+        return self.process.stop(grace=10.0)
+
+    def kill(self) -> None:
+        self.process.kill()
 
     def running(self) -> bool:
         return self.process.running()

@@ -1,5 +1,6 @@
 """`python -m streams worker`: run one Faust worker process with settings from MS_* variables.
-`schemas` prints, writes, checks or serves the contract; `tail` prints a topic's records."""
+`schemas` prints, writes, checks or serves the contract; `tail` prints a topic's records;
+`models` lists the served model versions and swaps one live (`models serve text_encoder 2`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("worker", help="run a worker until SIGTERM/SIGINT")
     sub.add_parser("create-topics", help="create every topic the scorer uses (idempotent)")
+    sub.add_parser("gateway", help="run the OpenRTB 2.6 HTTP bidder gateway until SIGTERM/SIGINT")
     schemas = sub.add_parser(
         "schemas", help="print, write, check or serve the contract: the AsyncAPI document and JSON Schemas"
     )
@@ -49,7 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     tail.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to reach the end offsets without --follow"
     )
+    from streams.models_cli import add_parser as add_models_parser
+
+    add_models_parser(sub)
     args = parser.parse_args(argv)
+
+    if args.command == "models":
+        from streams.models_cli import main as models_main
+
+        return models_main(args)
 
     if args.command == "schemas":
         from streams.contract.cli import main as schemas_main
@@ -70,6 +80,18 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{len(settings.topics.all())} topics present ({len(created)} created): {', '.join(created) or '-'}"
         )
+
+    if args.command == "gateway":
+        import logging
+
+        from streams.gateway.server import main as gateway_main
+        from streams.settings import Settings
+
+        settings = Settings()
+        logging.basicConfig(
+            level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        return gateway_main(settings)
 
     if args.command == "worker":
         import faust

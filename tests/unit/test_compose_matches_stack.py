@@ -44,16 +44,25 @@ def test_kafka_matches_the_local_broker(project: dict[str, Any], tmp_path: Any) 
 
 def test_scorer_services_use_real_settings(project: dict[str, Any]) -> None:
     fields = {f"MS_{name.upper()}" for name in Settings.model_fields}
-    for name in ("topics", "worker", "producer"):
+    for name in ("topics", "worker", "gateway", "producer"):
         env = project["services"][name]["environment"]
         assert set(env) <= fields, (name, set(env) - fields)
         assert env["MS_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert project["services"]["topics"]["command"] == ["python", "-m", "streams", "create-topics"]
+    assert project["services"]["gateway"]["command"] == ["python", "-m", "streams", "gateway"]
+    # the worker signs the notice URLs the gateway verifies: the same keys reach both
+    for name in ("worker", "gateway"):
+        assert project["services"][name]["environment"]["MS_NOTICE_BASE_URL"].endswith(
+            Settings().gateway_notice_path
+        ), name
 
 
 def test_triton_serves_the_canonical_repository_on_a_gpu(project: dict[str, Any]) -> None:
     triton = project["services"]["triton"]
-    assert any(v["target"] == "/models" and v["source"].endswith("triton_models") for v in triton["volumes"])
+    # generated from triton_models/ by the build: the canonical configs with the version cards
+    assert any(
+        v["target"] == "/models" and v["source"].endswith("build/triton-gpu") for v in triton["volumes"]
+    )
     devices = triton["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia"
     assert "24.10" in triton["image"]  # Triton 2.51, the version the CPU profile runs

@@ -95,6 +95,7 @@ def test_host_networking_only_and_every_listener_on_loopback(
     }
     dashboard = test["services"]["dashboard"]["command"]
     assert dashboard[dashboard.index("--host") + 1] == "127.0.0.1"
+    assert test["services"]["gateway"]["environment"]["MS_GATEWAY_HOST"] == "127.0.0.1"
 
 
 def test_environment_differs_only_in_addresses(projects: tuple[dict[str, Any], dict[str, Any]]) -> None:
@@ -102,6 +103,7 @@ def test_environment_differs_only_in_addresses(projects: tuple[dict[str, Any], d
         env, test_env = prod.get("environment") or {}, tested.get("environment") or {}
         differ = {k for k in env.keys() | test_env.keys() if env.get(k) != test_env.get(k)}
         allowed = ADDRESS_ENVIRONMENT | ({"MS_METRICS_PORT"} if name == "worker" else set())
+        allowed |= {"MS_GATEWAY_HOST"} if name == "gateway" else set()  # its listen address
         assert differ <= allowed, (name, differ - allowed)
     # replicas share the host's network: each binds a free port, which its healthcheck finds
     assert projects[1]["services"]["worker"]["environment"]["MS_METRICS_PORT"] == "0"
@@ -146,14 +148,14 @@ def test_triton_serves_the_cpu_profile_without_a_gpu(projects: tuple[dict[str, A
     }
     assert mounts == {
         "/models": (Path("build/triton-cpu"), True),
-        # the generated configs name their ONNX files ../../../../triton_models/<model>/1/model.onnx
+        # the generated configs name their ONNX files ../../../../triton_models/<model>/{version}/model.onnx
         "/triton_models": (Path("triton_models"), True),
     }
     config = (REPO / "build" / "triton-cpu" / "text_encoder" / "config.pbtxt").resolve()
     if config.is_file():  # after `make models`: the relative path lands on the mounted folder
         onnx = re.search(r'"(\.\./[^"]+\.onnx)"', config.read_text())
         assert onnx is not None
-        in_container = (Path("/models/text_encoder/1") / onnx.group(1)).resolve()
+        in_container = (Path("/models/text_encoder/1") / onnx.group(1).replace("{version}", "1")).resolve()
         assert in_container == Path("/triton_models/text_encoder/1/model.onnx")
 
 

@@ -142,12 +142,13 @@ def write_cpu_repository(dest: Path, threads: int = 1, models: tuple[str, ...] =
         if model_dir.exists():
             shutil.rmtree(model_dir)
         built = versions(model) or [1]
+        serve = current_version(model)
         # Lexical, so the placeholder survives: <dest>/<model>/{version} -> .../<model>/{version}/model.onnx
         relative_onnx = os.path.relpath(
-            PACKAGE_DIR / model / VERSION_PLACEHOLDER / ONNX_FILENAME, model_dir / VERSION_PLACEHOLDER
+            PACKAGE_DIR / model / VERSION_PLACEHOLDER / served_file(model, serve),
+            model_dir / VERSION_PLACEHOLDER,
         )
         cards = {v: card for v in built if (card := load_card(model, v)) is not None}
-        serve = current_version(model)
         cfg = cpu_config(load_canonical(model), relative_onnx, threads, pad_values(model), cards, serve)
         model_dir.mkdir(parents=True)
         config_file = model_dir / "config.pbtxt"
@@ -204,6 +205,16 @@ def write_gpu_repository(dest: Path, models: tuple[str, ...] = MODEL_NAMES) -> l
                     shutil.copyfile(source, target)
         written.append(config_file)
     return written
+
+
+def served_file(model: str, version: int) -> str:
+    """The ONNX file the CPU profile serves: the text encoder's INT8 file when its measurement
+    met both targets (quantize.served_filename), else model.onnx."""
+    if model != TEXT_ENCODER:
+        return ONNX_FILENAME
+    from triton_models.quantize import served_filename
+
+    return served_filename(PACKAGE_DIR / model / str(version))
 
 
 def resolve_onnx(version_dir: Path, value: str) -> Path:

@@ -26,6 +26,8 @@ MODEL_CARD = PACKAGE_DIR / "MODEL_CARD.md"
 METRICS_DIR = REPO_ROOT / "build" / "metrics"
 TEXT_METRICS = METRICS_DIR / "text_encoder.json"
 RECOMMENDER_METRICS = METRICS_DIR / "recommender.json"
+# Written by `python -m triton_models.quantize` (fp32 vs INT8 and the in-domain posts); optional.
+INT8_METRICS = METRICS_DIR / "text_encoder_int8.json"
 TEXT_BATCHES = (1, 8, 32)
 TEXT_SEQUENCE = 64
 RECOMMENDER_BATCHES = (1, 32)
@@ -481,11 +483,164 @@ def _targets_section(text: dict[str, Any] | None, recommender: dict[str, Any] | 
     ]
 
 
+# In-domain targets for the sentiment head (issue 11), measured on data/sentiment_test.jsonl.
+IN_DOMAIN_TARGETS = {"polar_accuracy": 0.90, "polar_inside_band": 0.10, "neutral_inside_band": 0.5}
+
+
+def int8_section(m: dict[str, Any] | None) -> list[str]:
+    """fp32 vs INT8 on the CPU profile and the in-domain customer posts, from quantize.py's record."""
+    if not m:
+        return []
+    v, speed, threads = m["verdict"], m["throughput"], m["threads"]
+    chosen, info, model = m["chosen"], m["machine"], m["model"]
+    out = ["### CPU profile: INT8 and the in-domain posts", ""]
+    out += [
+        f"`{m['command'].strip()}`, {info['date']}: {info['nproc']} cores, {info['cpu']}, onnxruntime"
+        f" {info['onnxruntime']}, {threads} intra-op thread(s) as the CPU profile runs it, spinning off"
+        f" (load average {info['load_average']}). Measured model: `{model['fp32']}` from the"
+        f" **{model['training']}** training (sha256 {m['sha256']['fp32'][:12]}).",
+        "",
+    ]
+    if model["training"] != "full":
+        out += [
+            f"_These figures are for the {model['training']}-training build that was installed where they were"
+            " measured, not for the full fine-tune the sections above describe; rerun the command after a"
+            " full build._",
+            "",
+        ]
+    works = m["workloads"]
+    desc = "; ".join(
+        f"**{n}**: {w['texts']} texts ({w['source']}) in {w['batches']} batches of {w['batch_size']},"
+        f" padded lengths {w['padded_lengths']}"
+        for n, w in works.items()
+    )
+    out += [
+        "Throughput on the worker's batches, the same inputs for every variant, fp32 and INT8 alternating,"
+        f" {next(iter(works.values()))['rounds']} rounds: {desc}. INT8 = onnxruntime `quantize_dynamic`; the"
+        " setting is chosen on the selection sets below (the fastest, by its smaller speed-up over the"
+        f" workloads, within {m['targets']['max_accuracy_loss'] * 100:g} point of fp32 on each): **{chosen}**.",
+        "",
+    ]
+
+    def dom(r: dict[str, Any], key: str) -> str:
+        return _pct(r["in_domain"][key])
+
+    rows = []
+    for name, r in (("fp32", m["fp32"]), (f"INT8 ({chosen})", m["int8"])):
+        key = "fp32" if name == "fp32" else chosen
+        rows.append(
+            [
+                name,
+                *(f"{speed[w][key]['texts_per_s']:.1f}" for w in works),
+                _pct(r["rt_test_accuracy"]),
+                _pct(r["intent_test_accuracy"]),
+                dom(r, "polar_accuracy"),
+                dom(r, "polar_inside_band"),
+                dom(r, "neutral_inside_band"),
+                r["in_domain"]["polar_flipped"],
+            ]
+        )
+    out += _table(
+        [
+            "variant",
+            *(f"texts/s, {w}" for w in works),
+            "RT test accuracy",
+            "intent test accuracy",
+            "in-domain polar accuracy",
+            "polar posts in band",
+            "neutral posts in band",
+            "polar posts flipped",
+        ],
+        rows,
+    )
+    out += [
+        "",
+        "Candidates (the selection sets choose: RT valid, intent valid and the in-domain posts of"
+        " `data/sentiment_train.jsonl`, which no training reads yet; test splits never choose):",
+        "",
+    ]
+    out += _table(
+        [
+            "setting",
+            "speed-up (smaller of the workloads)",
+            "RT valid accuracy",
+            "intent valid accuracy",
+            "in-domain selection posts, polar accuracy",
+        ],
+        [
+            [
+                n,
+                f"{m['speedups'][n]:.2f}x",
+                _pct(r["rt_valid_accuracy"]),
+                _pct(r["intent_valid_accuracy"]),
+                _pct(r.get("in_domain_valid_accuracy")),
+            ]
+            for n, r in sorted(m["valid"].items(), key=lambda kv: kv[0] != "fp32")
+        ],
+    )
+    t = m["targets"]
+    loss = v["accuracy_loss"]
+    out += [""]
+    out += _table(
+        ["INT8 target", "target", "measured", "verdict"],
+        [
+            [
+                "speed-up over fp32 (smaller of the workloads)",
+                f">= {t['min_speedup']:g}x",
+                f"{v['speedup']:.2f}x",
+                "met" if v["speedup_met"] else f"**not met** ({t['min_speedup'] - v['speedup']:.2f}x short)",
+            ],
+            *[
+                [
+                    f"accuracy loss (fp32 - INT8), {k.replace('_accuracy', '').replace('_', ' ')}",
+                    f"<= {t['max_accuracy_loss'] * 100:g} point",
+                    f"{x * 100:+.2f} points",
+                    "met" if x <= t["max_accuracy_loss"] + 1e-12 else "**not met**",
+                ]
+                for k, x in loss.items()
+            ],
+        ],
+    )
+    out += [
+        "",
+        f"Verdict: INT8 **{'qualifies' if v['serve_int8'] else 'does not qualify'}** for the CPU profile, which"
+        " serves it only when both targets are met and this record matches the fp32 and INT8 files byte for"
+        " byte (`quantize.served_filename`); otherwise it serves fp32.",
+        "",
+        "**In-domain sentiment** (`data/sentiment_test.jsonl`, hand-written customer posts, see"
+        " `data/SENTIMENT.md`; neutral band from labels.json). The fp32 row is the frozen baseline for"
+        " the head's next training run:",
+        "",
+    ]
+    d = m["fp32"]["in_domain"]
+    goal = IN_DOMAIN_TARGETS
+    out += _table(
+        ["in-domain target", "target", "fp32 now", "verdict"],
+        [
+            _target_row("accuracy on polar posts", ">=", goal["polar_accuracy"], d["polar_accuracy"]),
+            _target_row(
+                "polar posts inside the band", "<=", goal["polar_inside_band"], d["polar_inside_band"]
+            ),
+            _target_row(
+                "neutral posts inside the band", ">", goal["neutral_inside_band"], d["neutral_inside_band"]
+            ),
+        ],
+    )
+    return [*out, ""]
+
+
+def _target_row(what: str, op: str, goal: float, got: float) -> list[str]:
+    met = got >= goal if op == ">=" else got <= goal if op == "<=" else got > goal
+    gap = abs(got - goal) * 100
+    return [what, f"{op} {goal:.0%}", _pct(got), "met" if met else f"**not met** ({gap:.1f} points off)"]
+
+
 def render(
     text: dict[str, Any] | None,
     recommender: dict[str, Any] | None,
     latency: dict[str, list[dict[str, Any]]],
     info: dict[str, str],
+    int8: dict[str, Any] | None = None,
 ) -> str:
     lines = [
         "# Model card",
@@ -498,6 +653,7 @@ def render(
         "",
         *_targets_section(text, recommender),
         *_text_encoder_section(text),
+        *int8_section(int8),
         *_recommender_section(recommender),
         *_latency_section(latency, info),
     ]
@@ -509,7 +665,13 @@ def write(dest: Path = MODEL_CARD) -> Path:
     for model, timer in ((TEXT_ENCODER, text_encoder_latency), (RECOMMENDER, recommender_latency)):
         if onnx_path(model).is_file():
             latency[model] = timer(onnx_path(model))
-    text = render(_read_json(TEXT_METRICS), _read_json(RECOMMENDER_METRICS), latency, machine())
+    text = render(
+        _read_json(TEXT_METRICS),
+        _read_json(RECOMMENDER_METRICS),
+        latency,
+        machine(),
+        _read_json(INT8_METRICS),
+    )
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, dest)

@@ -5,8 +5,8 @@ demo  starts Kafka + Triton + a worker, produces events (and some bad records), 
       and stops everything. Exit code 0 only if every input got its output or dead letter.
       It starts the live dashboard too and prints its URL (--keep-dashboard: up until Ctrl-C),
       and the worker's /metrics, /health and /ready (--prometheus: a Prometheus scraping it).
-up    starts Kafka + Triton and the dashboard, and keeps them running until Ctrl-C (point your own
-      worker at them; --prometheus: a Prometheus scraping it and Triton).
+up    starts Kafka + Triton, the dashboard and the OpenRTB HTTP gateway, and keeps them running
+      until Ctrl-C (point your own worker at them; --prometheus: a Prometheus scraping it and Triton).
 down  stops whatever a killed run left behind (by the pid files under .stack/).
 """
 
@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -34,6 +35,7 @@ from stack.errors import StackError
 from stack.local import (
     STATE_DIR,
     DashboardProcess,
+    GatewayProcess,
     LocalStack,
     PrometheusProcess,
     WorkerProcess,
@@ -42,6 +44,7 @@ from stack.local import (
 )
 from stack.observe import Consumed, TopicReader, wait_assigned, wait_caught_up
 from stack.process import stop_stale
+from stack.served import served_text_encoder, training_of, upgrade_hint
 from streams.serde import loads
 from streams.settings import Settings
 from streams.topics import INPUTS
@@ -49,8 +52,21 @@ from streams.topics import INPUTS
 console = Console(highlight=False, soft_wrap=True)  # one line per record, also when piped
 
 
+def _version(body: dict[str, Any]) -> str:
+    """Which model version answered (outputs carry `model: {name, version}`), and its training."""
+    model = body.get("model") or (body.get("ext") or {}).get("model")
+    if not model:
+        return ""
+    training = training_of(model["name"], int(model["version"]))
+    return f"  [dim]{model['name']} v{model['version']}{f' {training}' if training else ''}[/]"
+
+
 def describe(record: Consumed, base: str) -> str:
-    """One line per output record, for people watching the demo."""
+    """One line per output record, for people watching the demo, with the model version that answered."""
+    return _describe(record, base) + ("" if base.endswith(".dlq") else _version(loads(record.value or b"{}")))
+
+
+def _describe(record: Consumed, base: str) -> str:
     if base.endswith(".dlq"):
         reason = record.headers.get("x-dlq-reason", b"?").decode()
         return f"[red]dead-letter[/] {base:<18} reason={reason}  ({len(record.value or b'')} original bytes kept)"
@@ -103,6 +119,20 @@ def start_dashboard(settings: Settings, cleanup: ExitStack) -> DashboardProcess:
     return dashboard
 
 
+def start_gateway(stack: LocalStack, settings: Settings, cleanup: ExitStack) -> GatewayProcess:
+    """The OpenRTB HTTP gateway on loopback (it needs the topics: they are created first), stopped
+    by `cleanup`; its URL is printed for exchanges (and curl) to call."""
+    stack.create_topics(settings)
+    gateway = GatewayProcess(settings, STATE_DIR / "logs" / f"{settings.topic_prefix}gateway.log")
+    gateway.start()
+    cleanup.callback(gateway.stop)
+    console.print(
+        f"[bold]gateway[/] OpenRTB 2.6 bids at [bold underline]{gateway.bid_url}[/], notices under "
+        f"{gateway.notice_base_url}, health {gateway.url}/ready (log {gateway.log_path})"
+    )
+    return gateway
+
+
 def start_prometheus(workers: list[str], stack: LocalStack, cleanup: ExitStack) -> PrometheusProcess:
     """Debian's Prometheus on loopback, scraping `workers` and Triton with the alert rules."""
     prometheus = PrometheusProcess(workers, f"{stack.triton.host}:{stack.triton.metrics_port}")
@@ -128,6 +158,7 @@ def keep_serving(dashboard: DashboardProcess) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    console.print(f"[bold]model[/] serving {served_text_encoder()}")
     with (
         running_stack(progress=lambda m: console.print(f"[bold]stack[/] {m}")) as stack,
         ExitStack() as cleanup,
@@ -240,6 +271,8 @@ def demo(args: argparse.Namespace) -> int:
             f"worker caught up {took:.1f}s after the last event was produced; whole demo {time.monotonic() - started:.0f}s; "
             + ("[green]every input answered[/]" if ok else "[red]some inputs were not answered[/]")
         )
+        if hint := upgrade_hint():
+            console.print(f"[bold]model[/] {hint}")
         if args.keep_dashboard:
             keep_serving(dashboard)
     return 0 if ok else 1
@@ -253,14 +286,15 @@ def up(args: argparse.Namespace) -> int:
             # the topics of MS_TOPIC_PREFIX, read as soon as your worker or producers create them
             settings = stack.settings()
             start_dashboard(settings, cleanup)
+            gateway = start_gateway(stack, settings, cleanup)
             metrics_port = worker_metrics_port(settings.metrics_port)  # where your worker will listen
             if args.prometheus:
                 start_prometheus([f"127.0.0.1:{metrics_port}"], stack, cleanup)
             console.print(
                 f"export MS_KAFKA_BOOTSTRAP={stack.kafka.bootstrap} MS_TRITON_GRPC_URL={stack.triton.grpc_url} "
-                f"MS_METRICS_PORT={metrics_port}\n"
+                f"MS_METRICS_PORT={metrics_port} MS_NOTICE_BASE_URL={gateway.notice_base_url}\n"
                 f"your worker's metrics and health: http://127.0.0.1:{metrics_port}/metrics, /health, /ready\n"
-                "Ctrl-C stops the dashboard, Triton and Kafka."
+                "Ctrl-C stops the gateway, the dashboard, Triton and Kafka."
             )
             threading.Event().wait()
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""Build the model repository: `python -m triton_models.build [--profile cpu|gpu|all] [--training full|fast]`.
+"""Build the model repository: `python -m triton_models.build [--profile cpu|gpu|all] [--training full|fast|quick|auto]`.
 
 - training full (the default; `make models`, `make demo`): the text encoder's fine-tune as the
   model card reports it (~25 min on 2 cores, once per machine: cached by content hash under
@@ -7,6 +7,13 @@
 - training fast (`make test`, so CI on a fresh machine does not fine-tune for half an hour):
   the same code with a short schedule and no frozen-encoder baseline (~5 min); it leaves the
   committed labels.json alone and writes its card to build/MODEL_CARD.fast.md.
+- training quick: no fine-tune: the frozen MiniLM with logistic-regression heads fitted on its
+  embeddings (text_encoder_quick.py, the model card's frozen-encoder baseline), its own
+  calibrated band in its version card; labels.json, build/metrics/ and the model cards are
+  left alone, and it gets no INT8 file (the CPU profile serves it fp32). A few minutes cold.
+- training auto (`make demo`): never a downgrade, never a 35-minute wait: the best model this
+  machine already has, full before fast (cached for the current inputs: re-exported in seconds;
+  else the newest version built, served as it is), else `quick` (`resolve_auto`).
 
 - gpu: export the ONNX files for the canonical repository (both models), then generate the
   served GPU-profile repository `build/triton-gpu/` (docker-compose.yml mounts it).
@@ -69,7 +76,8 @@ log = logging.getLogger("triton_models.build")
 BUILD_DIR = REPO_ROOT / "build"
 GPU_REPOSITORY = BUILD_DIR / "triton-gpu"  # served by docker-compose.yml
 PROFILES = ("cpu", "gpu", "all")
-TRAININGS = ("full", "fast")
+TRAININGS = ("full", "fast", "quick")
+AUTO = "auto"  # not a training: the choice `resolve_auto` makes between them
 TRAINING_ENV = "MS_MODEL_TRAINING"
 FAST_TEXT_STEPS = 300
 FAST_MODEL_CARD = BUILD_DIR / "MODEL_CARD.fast.md"
@@ -356,13 +364,54 @@ def text_encoder_config(training: str) -> Any:
     return tt.TrainConfig()
 
 
-def build_text_encoder(force: bool, training: str = "full") -> StepResult:
-    start = time.monotonic()
+def resolve_auto() -> tuple[str, int | None]:
+    """(training, version to serve as it is) for `--training auto`, which `make demo` uses.
+
+    The best text encoder this machine already has, full before fast: a fine-tune the cache
+    holds for the current inputs (installing it costs seconds), else the newest version built
+    with it, even from older code (the demo never downgrades). Else the quick model, a few
+    minutes cold. So a full version wins over quick and fast ones, whatever their numbers."""
     from triton_models import text_encoder_train as tt
 
-    # Fine-tunes only when the cache holds no run with the same inputs; then installs the
-    # checkpoint, the metrics and (full training only) the calibrated neutral band.
-    trained = tt.ensure_trained(text_encoder_config(training), calibrate_labels=training == "full")
+    for training in ("full", "fast"):
+        if tt._cache_complete(tt.cache_dir(tt.training_key(text_encoder_config(training)))):
+            return training, None
+        built = [
+            v
+            for v in versions(TEXT_ENCODER)
+            if (load_card(TEXT_ENCODER, v) or {}).get("training") == training
+        ]
+        if built:
+            return training, built[-1]
+    return "quick", None
+
+
+def select_version(model: str, version: int) -> StepResult:
+    """Serve a built version as it is: the stamp names it, the generated repositories follow."""
+    start = time.monotonic()
+    card = load_card(model, version)
+    if card is None or not onnx_path(model, version).is_file():
+        raise BuildError(f"[{model}] version {version} has no card or no ONNX file")
+    _write_stamp(model, _version_stamp(model, version, card))
+    details = {"version": version, "training": card.get("training"), **card.get("details", {})}
+    return StepResult(model, "selected", time.monotonic() - start, details)
+
+
+def _trained(training: str) -> Any:
+    """The weights to export (a `text_encoder_train.Trained`), fitted or fine-tuned only when the
+    cache lacks them; installs the checkpoint, and (full training only) the calibrated band."""
+    if training == "quick":
+        from triton_models import text_encoder_quick
+
+        return text_encoder_quick.ensure_quick()
+    from triton_models import text_encoder_train as tt
+
+    return tt.ensure_trained(text_encoder_config(training), calibrate_labels=training == "full")
+
+
+def build_text_encoder(force: bool, training: str = "full") -> StepResult:
+    start = time.monotonic()
+    trained = _trained(training)
     inputs = text_encoder_inputs(trained.key)
     migrate_unversioned(TEXT_ENCODER)
     found = None if force else matching_version(TEXT_ENCODER, inputs)
@@ -392,16 +441,32 @@ def build_text_encoder(force: bool, training: str = "full") -> StepResult:
         raise BuildError(str(exc)) from exc
     version = install(TEXT_ENCODER, tmp, version)
     dest = onnx_path(TEXT_ENCODER, version)
+    from triton_models import quantize
+
+    # The CPU profile's INT8 candidate, served only once `python -m triton_models.quantize` has
+    # measured this very file against both targets (quantize.served_filename). The quick model
+    # exists to be served within minutes: it gets none, so it is served fp32.
+    if training != "quick":
+        if not quantize.int8_path(dest).is_file():
+            quantize.quantize_file(dest, quantize.int8_path(dest), *quantize.chosen_setting())
+        _check_against_config(TEXT_ENCODER, quantize.int8_path(dest))
+    calibration = trained.metrics["sentiment"]["calibration"]
     details = {
         "max_abs_diff": check.max_abs_diff,
         "checked_rows": check.cases,
         "atol": te.ATOL,
-        "heads": f"fine-tuned, {training} training ({trained.key})",
+        "heads": _heads(training, trained.key),
         "sentiment_test_accuracy": trained.metrics["sentiment"]["test_accuracy"],
-        "neutral_band": trained.metrics["sentiment"]["calibration"]["neutral_band"],
+        "neutral_band": calibration["neutral_band"],
         "intent_test_macro_f1": (trained.metrics.get("intent") or {}).get("macro_f1", "untrained"),
         "bytes": dest.stat().st_size,
     }
+    labels = load_labels()  # what the worker learns from the served config (configs.py)
+    if training == "quick":  # its own calibration; labels.json keeps the full model's
+        labels |= {
+            "neutral_band": calibration["neutral_band"],
+            "sentiment_temperature": calibration["temperature"],
+        }
     card = _new_card(
         TEXT_ENCODER,
         version,
@@ -409,11 +474,19 @@ def build_text_encoder(force: bool, training: str = "full") -> StepResult:
         details,
         training=training,
         trained_on=trained.metrics.get("data"),
-        labels=load_labels(),  # what the worker learns from the served config (configs.py)
+        labels=labels,
     )
     write_card(TEXT_ENCODER, version, card)
     _write_stamp(TEXT_ENCODER, _version_stamp(TEXT_ENCODER, version, card))
     return StepResult(TEXT_ENCODER, "built", time.monotonic() - start, {"version": version, **details})
+
+
+def _heads(training: str, key: str) -> str:
+    if training == "quick":
+        from triton_models.text_encoder_quick import DESCRIPTION
+
+        return f"quick: {DESCRIPTION} ({key})"
+    return f"fine-tuned, {training} training ({key})"
 
 
 def _version_stamp(model: str, version: int, card: dict[str, Any]) -> dict[str, Any]:
@@ -515,7 +588,7 @@ def extra_data_note() -> str:
 
 
 def build_cpu_repository(dest: Path, threads: int, force: bool) -> StepResult:
-    from triton_models import configs
+    from triton_models import configs, quantize
 
     start = time.monotonic()
     files = [
@@ -528,6 +601,12 @@ def build_cpu_repository(dest: Path, threads: int, force: bool) -> StepResult:
         *(PACKAGE_DIR / m / "config.pbtxt" for m in MODEL_NAMES),
         *(card_path(m, v) for m in MODEL_NAMES for v in versions(m) if card_path(m, v).is_file()),
         *(_stamp_path(m) for m in MODEL_NAMES if _stamp_path(m).is_file()),  # the version served
+        *(p for p in (quantize.METRICS_FILE,) if p.is_file()),  # whether the INT8 file is served
+        *(
+            p
+            for v in versions(TEXT_ENCODER)
+            if (p := quantize.int8_path(onnx_path(TEXT_ENCODER, v))).is_file()
+        ),
     ]
     inputs = _inputs_hash(
         files, _versions("tritonclient", "protobuf"), {"threads": threads, "dest": str(dest)}
@@ -566,7 +645,11 @@ def build_model_card(force: bool, training: str = "full") -> StepResult:
 
     start = time.monotonic()
     files = [PACKAGE_DIR / "model_card.py", *(onnx_path(m) for m in MODEL_NAMES)]
-    files += [p for p in (model_card.TEXT_METRICS, model_card.RECOMMENDER_METRICS) if p.is_file()]
+    files += [
+        p
+        for p in (model_card.TEXT_METRICS, model_card.RECOMMENDER_METRICS, model_card.INT8_METRICS)
+        if p.is_file()
+    ]
     card = model_card.MODEL_CARD if training == "full" else FAST_MODEL_CARD
     inputs = _inputs_hash([p for p in files if p.is_file()], _versions("onnxruntime"), {"card": training})
     name = f"model-card-{training}"
@@ -591,13 +674,33 @@ def build(
     """Build what `profile` needs; return one result per step (built or up to date)."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, not {profile!r}")
-    if training not in TRAININGS:
-        raise ValueError(f"training must be one of {TRAININGS}, not {training!r}")
+    if training not in (*TRAININGS, AUTO):
+        raise ValueError(f"training must be one of {(*TRAININGS, AUTO)}, not {training!r}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: MiniLM is a local path
     results = []
     with _build_lock():
-        for step in (build_text_encoder, build_recommender, build_model_card):
-            result = step(force, training)
+        keep = None
+        if training == AUTO:
+            training, keep = resolve_auto()
+            log.info(
+                "[text_encoder] auto: %s",
+                f"serving {training} version {keep} as built (the cache lacks its fine-tune for the"
+                " current code: `make models` refreshes it)"
+                if keep is not None
+                else f"{training} training",
+            )
+        steps = [
+            lambda: (
+                select_version(TEXT_ENCODER, keep)
+                if keep is not None
+                else build_text_encoder(force, training)
+            ),
+            lambda: build_recommender(force, training),
+        ]
+        if training != "quick" and keep is None:  # the model cards describe the fine-tunes
+            steps.append(lambda: build_model_card(force, training))
+        for step in steps:
+            result = step()
             _report(result)
             results.append(result)
         if profile in ("gpu", "all"):
@@ -635,9 +738,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--training",
-        choices=TRAININGS,
+        choices=(*TRAININGS, AUTO),
         default=os.environ.get(TRAINING_ENV, "full"),
-        help=f"full: the fine-tune the model card reports; fast: a short one for CI (env {TRAINING_ENV})",
+        help="full: the fine-tune the model card reports; fast: a short one for CI; quick: frozen MiniLM"
+        " + logistic-regression heads, minutes; auto (make demo): full if this machine has it, else"
+        f" quick (env {TRAINING_ENV})",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even when the stamps say up to date")
     parser.add_argument(

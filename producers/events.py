@@ -286,6 +286,19 @@ def bad_records(topic: str, *, max_text_chars: int = 2000) -> list[Produced]:
             "text": "hi",
         },
         "bid-requests": {"id": "r1", "imp": [{"id": "1"}]},
+        "ad-events": {  # only the gateway writes here; anyone else with Kafka access could too
+            "schema_version": 1,
+            "kind": "billing",
+            "bid_id": "r1:1",
+            "imp_id": "1",
+            "campaign": "c1",
+            "user": "u1",
+            "partition": 0,
+            "bid_price": 1.0,
+            "issued_ms": 0,
+            "auction_type": 1,
+            "received": _now(),
+        },
     }
     valid = examples[topic]
     key = b"bad-key"

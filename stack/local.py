@@ -43,6 +43,15 @@ def _quiet(_: str) -> None:
     return None
 
 
+def answers_ok(url: str) -> bool:
+    """Whether `url` answers 200 now (a readiness probe)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
 @dataclass
 class LocalStack:
     """Kafka + Triton on 127.0.0.1. `up()` starts both (in parallel: the JVM and Triton's model
@@ -307,15 +316,11 @@ class GatewayProcess:
         """Start it and wait until /ready (its reply consumer is assigned)."""
         self.process.start()
         wait_until(
-            self._ready, timeout=timeout, what="the gateway's /ready", alive=self.process.raise_if_exited
+            lambda: answers_ok(f"{self.url}/ready"),
+            timeout=timeout,
+            what="the gateway's /ready",
+            alive=self.process.raise_if_exited,
         )
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
 
     def stop(self) -> int | None:
         return self.process.stop(grace=10.0)
@@ -399,15 +404,11 @@ class PrometheusProcess:
         """Start it and wait until it is ready (its rules loaded, scraping)."""
         self.process.start()
         wait_until(
-            self._ready, timeout=timeout, what="Prometheus readiness", alive=self.process.raise_if_exited
+            lambda: answers_ok(f"{self.url}/-/ready"),
+            timeout=timeout,
+            what="Prometheus readiness",
+            alive=self.process.raise_if_exited,
         )
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
 
     def api(self, path: str) -> object:
         """The `data` of a Prometheus HTTP API answer, e.g. api("targets")."""

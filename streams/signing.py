@@ -19,10 +19,12 @@ import hmac
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 from urllib.parse import quote
 
 from streams.errors import ScorerError
-from streams.schemas.adevents import NoticeKind
+from streams.schemas.adevents import AdEvent, NoticeKind
 
 SIGNATURE_VERSION = "v1"
 AUDIT = "AUDIT"
@@ -60,6 +62,23 @@ class Ticket:
     bid_price: float  # CPM
     issued_ms: int
     auction_type: int
+
+    def event(self, kind: NoticeKind, received: datetime, **exchange: Any) -> AdEvent:
+        """The notice of this bid for `ad-events`: the signed values, and the exchange's
+        (`price`, `loss`, `min_to_win`, `audit`)."""
+        return AdEvent(
+            kind=kind,
+            bid_id=self.bid_id,
+            imp_id=self.imp_id,
+            campaign=self.campaign,
+            user=self.user,
+            partition=self.partition,
+            bid_price=self.bid_price,
+            issued_ms=self.issued_ms,
+            auction_type=self.auction_type,
+            received=received,
+            **exchange,
+        )
 
     def fields(self) -> dict[str, str]:
         return {

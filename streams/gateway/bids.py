@@ -35,7 +35,7 @@ from streams.gateway.metrics import GatewayMetrics
 from streams.gateway.pending import Pending
 from streams.replyto import HEADER_ANSWERED, HEADER_CORRELATION, HEADER_DEADLINE_MS, HEADER_GATEWAY
 from streams.schemas import BidRequest, BidResponse
-from streams.schemas.adevents import AdEvent, NoticeKind
+from streams.schemas.adevents import NoticeKind
 from streams.schemas.bids import NoBidReason, ResponseExt
 from streams.schemas.common import Id, SourceRef
 from streams.serde import decode, encode
@@ -175,19 +175,7 @@ class BidGateway:
                     "a late bid's loss URL does not verify (%s): its reservation waits for the timeout", exc
                 )
                 continue
-            event = AdEvent(
-                kind=NoticeKind.LOSS,
-                bid_id=ticket.bid_id,
-                imp_id=ticket.imp_id,
-                campaign=ticket.campaign,
-                user=ticket.user,
-                partition=ticket.partition,
-                bid_price=ticket.bid_price,
-                issued_ms=ticket.issued_ms,
-                auction_type=ticket.auction_type,
-                loss=LOSS_EXPIRED,
-                received=datetime.fromtimestamp(self.wall(), UTC),
-            )
+            event = ticket.event(NoticeKind.LOSS, datetime.fromtimestamp(self.wall(), UTC), loss=LOSS_EXPIRED)
             try:
                 await self.bus.send(
                     self._topics.ad_events,

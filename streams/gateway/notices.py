@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from streams.gateway.bus import Bus, KafkaUnavailable
 from streams.gateway.metrics import GatewayMetrics
-from streams.schemas.adevents import AdEvent, NoticeKind
+from streams.schemas.adevents import NoticeKind
 from streams.serde import encode
 from streams.settings import Settings
 from streams.signing import AUDIT, NoticeRejected, NoticeSigner, is_audit, macro_price, macro_value
@@ -96,21 +96,13 @@ class NoticeDesk:
             return NoticeAnswer(400, "malformed")
         if price is not None and price > ticket.bid_price + PRICE_TOLERANCE:
             return NoticeAnswer(400, "price_above_bid")
-        event = AdEvent(
-            kind=kind,
-            bid_id=ticket.bid_id,
-            imp_id=ticket.imp_id,
-            campaign=ticket.campaign,
-            user=ticket.user,
-            partition=ticket.partition,
-            bid_price=ticket.bid_price,
-            issued_ms=ticket.issued_ms,
-            auction_type=ticket.auction_type,
+        event = ticket.event(
+            kind,
+            datetime.fromtimestamp(self.wall(), UTC),
             price=price,
             loss=loss,
             min_to_win=min_to_win,
             audit=is_audit(query),
-            received=datetime.fromtimestamp(self.wall(), UTC),
         )
         if event.notice_id in self.seen:
             return NoticeAnswer(200, "duplicate")

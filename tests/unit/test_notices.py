@@ -63,21 +63,13 @@ class Market(Bidder):
         def number(value: str | None) -> float | None:
             return None if value is None or value.startswith("${") or value == "AUDIT" else float(value)
 
-        return AdEvent(
-            kind=kind,
-            bid_id=ticket.bid_id,
-            imp_id=ticket.imp_id,
-            campaign=ticket.campaign,
-            user=ticket.user,
-            partition=ticket.partition,
-            bid_price=ticket.bid_price,
-            issued_ms=ticket.issued_ms,
-            auction_type=ticket.auction_type,
+        return ticket.event(
+            kind,
+            self.clock.now,
             price=number(price),
             min_to_win=number(mtw),
             loss=None if loss is None or loss.startswith("${") else int(loss),
             audit="AUDIT" in query.values(),
-            received=self.clock.now,
         )
 
     def notice_record(self, event: AdEvent, *, offset: int | None = None, partition: int = 0) -> Record:

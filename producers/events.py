@@ -308,7 +308,15 @@ def bad_records(topic: str, *, max_text_chars: int = 2000) -> list[Produced]:
         "invalid_utf8": b'{"schema_version": 1, "text": "\xff\xfe"}',
         "not_object": b"[1, 2, 3]",
         "wrong_types": _json(
-            {**valid, "schema_version": 1, "ts": 12, "user_id": ["x"], "id": {"a": 1}, "imp": "none"}
+            {
+                **valid,
+                "schema_version": 1,
+                "ts": 12,
+                "user_id": ["x"],
+                "id": {"a": 1},
+                "imp": "none",
+                "bid_price": "free",
+            }
         ),
         "missing_fields": b'{"schema_version": 1}',
         "unknown_schema_version": _json({**valid, "schema_version": 99}),

@@ -65,9 +65,10 @@ class CampaignPace:
     """A campaign's day so far on the partitions one worker owns, in the book's currency."""
 
     campaign: str
-    spent: float
+    spent: float  # booked on billing notices today
     budget: float  # these partitions' shares of the daily budget
     allowed: float  # what the pacing line allows by now
+    reserved: float = 0.0  # held by bids still waiting for their billing or loss notice
 
 
 def campaign_paces(
@@ -81,6 +82,7 @@ def campaign_paces(
             sum(ledger.spent_micros(campaign, p, now) for p in partitions) / MICROS,
             ledger.share_micros(campaign) * len(partitions) / MICROS,
             ledger.allowed_micros(campaign, now) * len(partitions) / MICROS,
+            sum(ledger.held_micros(campaign, p, now) for p in partitions) / MICROS,
         )
         for campaign in book.campaigns
     ]
@@ -161,7 +163,14 @@ class WorkerMetrics:
         self.no_bids = counter("no_bids", "BidResponses without a bid, by OpenRTB no-bid reason", ["nbr"])
         self.campaign_spend = gauge(
             "campaign_spend",
-            "Spend today on the bid partitions this worker owns, in the currency",
+            "Spend booked today (billing notices, at the clearing price) on the bid partitions this "
+            "worker owns, in the currency",
+            ["campaign"],
+        )
+        self.campaign_reserved = gauge(
+            "campaign_reserved",
+            "Held by bids still waiting for their billing or loss notice, on those partitions; it "
+            "counts against the budget and the pacing line like spend",
             ["campaign"],
         )
         self.campaign_budget = gauge(
@@ -276,6 +285,7 @@ class WorkerMetrics:
     def set_campaigns(self, paces: Iterable[CampaignPace]) -> None:
         for pace in paces:
             self.campaign_spend.labels(pace.campaign).set(pace.spent)
+            self.campaign_reserved.labels(pace.campaign).set(pace.reserved)
             self.campaign_budget.labels(pace.campaign).set(pace.budget)
             self.campaign_allowed.labels(pace.campaign).set(pace.allowed)
 

@@ -157,20 +157,27 @@ def traffic(scorer: Scorer) -> Traffic:
 
 def settled(scorer: Scorer, traffic: Traffic) -> Samples:
     """A scrape once the measured gauges show the caught-up state: every partition's lag 0 and
-    the bid's spend booked (they are refreshed every 5 s)."""
-    spend = cost_micros(traffic.bid.price) / 1_000_000 if traffic.bid else 0.0
+    the bid's cost reserved (no exchange sends its billing notice here, so nothing is spent; the
+    gauges are refreshed every 5 s)."""
+    cost = cost_micros(traffic.bid.price) / 1_000_000 if traffic.bid else 0.0
     partitions = len(scorer.settings.topics.consumed) * scorer.settings.partitions
     deadline = time.monotonic() + SETTLE_S
     while True:
         _, samples = scrape(f"{scorer.worker.metrics_url}/metrics")
         lag = series(samples, "kafka_consumergroup_lag", "consumergroup", "topic", "partition")
         spent = series(samples, "marketing_scorer_campaign_spend", "campaign")
-        booked = traffic.bid is None or spent.get((traffic.bid.campaign,)) == pytest.approx(spend)
+        reserved = series(samples, "marketing_scorer_campaign_reserved", "campaign")
+        booked = traffic.bid is None or (
+            reserved.get((traffic.bid.campaign,)) == pytest.approx(cost)
+            and spent.get((traffic.bid.campaign,)) == 0.0
+        )
         if len(lag) == partitions and not any(lag.values()) and booked:
             assert {k[0] for k in lag} == {scorer.settings.faust_app_id}
             return samples
         if time.monotonic() > deadline:
-            raise AssertionError(f"after {SETTLE_S:.0f}s: lag {lag}, spend {spent}, expected {traffic.bid}")
+            raise AssertionError(
+                f"after {SETTLE_S:.0f}s: lag {lag}, spend {spent}, reserved {reserved}, expected {traffic.bid}"
+            )
         time.sleep(0.5)
 
 

@@ -314,7 +314,7 @@ def test_a_model_that_cannot_load_fails_start_with_its_error(tmp_path: Path) -> 
     write_cpu_repository(repo, models=("recommender",))
     config = repo / "recommender" / "config.pbtxt"
     config.write_text(
-        config.read_text().replace("triton_models/recommender/1/model.onnx", "missing/model.onnx")
+        config.read_text().replace("triton_models/recommender/{version}/model.onnx", "missing/model.onnx")
     )
     triton = TritonServer(
         repository=repo, state_dir=tmp_path / "state", http_port=0, grpc_port=0, metrics_port=0

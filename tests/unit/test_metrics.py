@@ -27,7 +27,7 @@ from streams.metrics import (
     campaign_paces,
     consumer_lag,
 )
-from streams.pacing import Ledger, cost_micros
+from streams.pacing import Ledger, Reservation, cost_micros
 from streams.publisher import Publisher
 from streams.schemas import BidResponse, BrandAlert, BrandWindow, CsReply, SegmentUpdate, Sentiment
 from streams.schemas.bids import Bid, NoBidReason, ResponseExt, SeatBid
@@ -249,6 +249,20 @@ def test_campaign_spend_budget_and_pacing_over_the_partitions_owned() -> None:
     now = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # half the day gone
     for partition, price in ((0, 2.0), (1, 3.0), (1, 1.5)):
         ledger.charge(campaign, "u1", partition, now, cost_micros(price))
+    for partition, bid_id, price in ((0, "r0:1", 4.0), (2, "r2:1", 2.5)):  # bids awaiting notices
+        held = Reservation(
+            bid_id,
+            "1",
+            campaign.id,
+            "u2",
+            cost_micros(price),
+            price,
+            price,
+            1.0,
+            2,
+            int(now.timestamp() * 1000),
+        )
+        ledger.reserve(campaign, partition, now, held)
     ledger.commit()
     share = round(campaign.daily_budget * 1_000_000) // 4
     paces = {p.campaign: p for p in campaign_paces(Ledger(state, partitions=4), book, [1, 2], now)}
@@ -257,6 +271,7 @@ def test_campaign_spend_budget_and_pacing_over_the_partitions_owned() -> None:
     assert mine.spent == pytest.approx(
         (3.0 + 1.5) / 1000
     )  # CPM prices: a thousandth each; partition 0 is not ours
+    assert mine.reserved == pytest.approx(2.5 / 1000)  # partition 0's reservation is not ours
     assert mine.budget == pytest.approx(2 * share / 1_000_000)
     expected_line = (
         min(share, int(share * (0.5 + campaign.pacing.burst))) if campaign.pacing.mode == "even" else share
@@ -264,8 +279,9 @@ def test_campaign_spend_budget_and_pacing_over_the_partitions_owned() -> None:
     assert mine.allowed == pytest.approx(2 * expected_line / 1_000_000)
 
     metrics = WorkerMetrics(TOPICS)
-    metrics.set_campaigns([CampaignPace("house-grocery", 1.25, 50.0, 26.0)])
+    metrics.set_campaigns([CampaignPace("house-grocery", 1.25, 50.0, 26.0, reserved=0.75)])
     assert value(metrics, "marketing_scorer_campaign_spend", campaign="house-grocery") == 1.25
+    assert value(metrics, "marketing_scorer_campaign_reserved", campaign="house-grocery") == 0.75
     assert value(metrics, "marketing_scorer_campaign_daily_budget", campaign="house-grocery") == 50.0
     assert value(metrics, "marketing_scorer_campaign_pacing_allowed", campaign="house-grocery") == 26.0
 

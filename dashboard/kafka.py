@@ -39,6 +39,7 @@ from pydantic import BaseModel, ValidationError
 
 from dashboard.state import Dashboard, Source, lag_from
 from streams.schemas import BidResponse, BrandAlert, BrandWindow, CsReply, SegmentUpdate
+from streams.schemas.adevents import AdOutcome
 from streams.settings import Settings
 from streams.topics import DLQ_SUFFIX, INPUTS
 
@@ -54,6 +55,7 @@ OUTPUT_MODELS: dict[str, type[BaseModel]] = {
     "ad-bids": BidResponse,
     "brand-sentiment": BrandWindow,
     "brand-alerts": BrandAlert,
+    "ad-outcomes": AdOutcome,
 }
 
 
@@ -115,6 +117,8 @@ def apply_record(state: Dashboard, msg: Message, prefix: str) -> None:
         state.brand_window(record, timestamp_ms)
     elif isinstance(record, BrandAlert):
         state.brand_alert(record, timestamp_ms)
+    elif isinstance(record, AdOutcome):
+        state.ad_outcome(record, timestamp_ms)
 
 
 class Feed:

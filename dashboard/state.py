@@ -30,9 +30,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from dashboard.campaigns import CampaignFigures
 from streams.campaigns import Campaign
-from streams.pacing import MICROS, Ledger, cost_micros
+from streams.pacing import cost_micros
 from streams.schemas import BidResponse, BrandAlert, BrandWindow, CsReply, SegmentUpdate
+from streams.schemas.adevents import AdOutcome
 from streams.schemas.bids import NoBidReason
 
 BUCKET_MS = 5_000  # throughput and latency over time, by record timestamp
@@ -99,13 +101,6 @@ def lag_from(
     return out
 
 
-def pacing_allowed_micros(campaign: Campaign, now: datetime) -> int:
-    """What the whole campaign may have spent by `now`: the bidder's own pacing line
-    (`streams.pacing.Ledger.allowed_micros`) for its full daily budget, i.e. the partitions'
-    shares summed (up to their rounding)."""
-    return Ledger({}, partitions=1).allowed_micros(campaign, now)
-
-
 @dataclass
 class _Bucket:
     inputs: int = 0
@@ -121,12 +116,6 @@ class _Window:
     mean_p_positive: float
 
 
-@dataclass
-class _CampaignSpend:
-    bids: int = 0
-    micros_by_day: dict[str, int] = field(default_factory=dict)
-
-
 def _ms(ts: datetime) -> int:
     return int(ts.timestamp() * 1000)
 
@@ -139,7 +128,6 @@ class Dashboard:
     """The aggregates behind the page. Not thread-safe: the caller holds one lock around it."""
 
     def __init__(self, *, campaigns: Iterable[Campaign] = ()) -> None:
-        self.campaigns = {c.id: c for c in campaigns}
         self.version = 0  # bumped by every change, so an unchanged state is not sent again
         self._seen = BoundedSet(SEEN_IDS)
         self.duplicates = 0
@@ -167,7 +155,7 @@ class Dashboard:
         self.bids = 0
         self.no_bids = 0
         self.no_bid_reasons: Counter[int] = Counter()
-        self._spend: dict[str, _CampaignSpend] = {}
+        self._campaign_figures = CampaignFigures({c.id: c for c in campaigns})
         # brands
         self._windows: dict[str, dict[int, _Window]] = {}
         self._alerts: list[dict[str, Any]] = []
@@ -277,15 +265,21 @@ class Dashboard:
             self.no_bid_reasons[int(response.nbr)] += 1
         else:
             self.bids += 1
-            day = _day(timestamp_ms) if timestamp_ms is not None else None
-            for seat in response.seatbid:
-                for bid in seat.bid:
-                    spend = self._spend.setdefault(bid.cid or "?", _CampaignSpend())
-                    spend.bids += 1
-                    if day is not None:
-                        spend.micros_by_day[day] = spend.micros_by_day.get(day, 0) + cost_micros(bid.price)
+            if timestamp_ms is not None:
+                day = _day(timestamp_ms)
+                for seat in response.seatbid:
+                    for bid in seat.bid:
+                        self._campaign_figures.bid(bid.cid, day, cost_micros(bid.price))
         src = response.ext.source
         self._output("ad-bids", (src.topic, src.partition, src.offset), timestamp_ms)
+        return True
+
+    def ad_outcome(self, outcome: AdOutcome, timestamp_ms: int | None) -> bool:
+        """One booking the worker made from a notice or a reservation timeout."""
+        if not self._first(outcome.outcome_id):
+            return False
+        self._campaign_figures.outcome(outcome)
+        self._output(None, None, timestamp_ms)
         return True
 
     def brand_window(self, window: BrandWindow, timestamp_ms: int | None) -> bool:
@@ -390,29 +384,16 @@ class Dashboard:
         }
 
     def _campaigns(self, now: datetime) -> dict[str, Any]:
-        today = now.astimezone(UTC).date().isoformat()
-        rows = []
-        for cid in sorted(set(self.campaigns) | set(self._spend)):
-            campaign = self.campaigns.get(cid)
-            spend = self._spend.get(cid, _CampaignSpend())
-            spent = spend.micros_by_day.get(today, 0)
-            allowed = pacing_allowed_micros(campaign, now) if campaign is not None else None
-            rows.append(
-                {
-                    "campaign": cid,
-                    "bids": spend.bids,
-                    "spent_today": spent / MICROS,
-                    "pacing_allowed": allowed / MICROS if allowed is not None else None,
-                    "daily_budget": campaign.daily_budget if campaign is not None else None,
-                    "pace": spent / allowed if allowed else None,
-                    "pacing_mode": campaign.pacing.mode if campaign is not None else None,
-                }
-            )
         reasons = [
             {"nbr": code, "name": _nbr_name(code), "count": n}
             for code, n in sorted(self.no_bid_reasons.items(), key=lambda kv: (-kv[1], kv[0]))
         ]
-        return {"bids": self.bids, "no_bids": self.no_bids, "no_bid_reasons": reasons, "rows": rows}
+        return {
+            "bids": self.bids,
+            "no_bids": self.no_bids,
+            "no_bid_reasons": reasons,
+            "rows": self._campaign_figures.rows(now),
+        }
 
     def _cs(self) -> dict[str, Any]:
         return {

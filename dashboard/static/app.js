@@ -81,7 +81,7 @@ function makeCharts() {
       data: {
         labels: [],
         datasets: [
-          { label: "spent today", data: [], backgroundColor: PALETTE[2] },
+          { label: "booked today", data: [], backgroundColor: PALETTE[2] },
           { label: "pacing allows by now", data: [], backgroundColor: "#c8ccd2" },
         ],
       },
@@ -212,8 +212,27 @@ function render(charts, s) {
   setText("bids", camp.bids);
   setText("no-bids", camp.no_bids);
   drawBars(charts.spend, camp.rows.map((r) => r.campaign), camp.rows.map((r) => r.spent_today), camp.rows.map((r) => r.pacing_allowed));
+  // In the demo no exchange calls the notice URLs: nothing is billed, and the page says so.
+  document.getElementById("billing-note").hidden = camp.rows.some((r) => r.outcomes_today.billed > 0);
   fillTable("campaigns", camp.rows, (r) =>
-    el("tr", { "data-campaign": r.campaign }, cell(r.campaign), cell(r.bids, "num bids"), cell(money(r.spent_today), "num spent"), cell(money(r.pacing_allowed), "num allowed"), cell(r.pace == null ? "–" : `${(r.pace * 100).toFixed(2)}%`, "num pace")),
+    el(
+      "tr",
+      { "data-campaign": r.campaign },
+      cell(r.campaign),
+      cell(money(r.spent_today), "num spent"),
+      cell(money(r.pacing_allowed), "num allowed"),
+      cell(r.pace == null ? "–" : `${(r.pace * 100).toFixed(2)}%`, "num pace"),
+      cell(money(r.bid_value_today), "num bid-value"),
+    ),
+  );
+  fillTable("outcomes", camp.rows, (r) =>
+    el(
+      "tr",
+      { "data-campaign": r.campaign },
+      cell(r.campaign),
+      cell(r.bids_today, "num bids"),
+      ...["won", "billed", "lost", "expired"].map((k) => cell(r.outcomes_today[k], `num ${k}`)),
+    ),
   );
   fillTable(
     "nbr-reasons",

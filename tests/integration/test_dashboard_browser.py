@@ -1,7 +1,9 @@
 """The dashboard in a real browser (Debian's headless Chromium, driven by Playwright) against the
 real stack: a known event set is produced while the page is open, and the page must show, live
 and without a reload, the counts the result topics hold, the spiking brand's alert and a
-segment entry, with no console error and no customer text. The screenshot goes to
+segment entry, with no console error and no customer text. The one bid is then billed (its
+signed billing notice written to ad-events, as the gateway would) and the page must show the
+spend the worker booked on ad-outcomes. The screenshot goes to
 build/artifacts/dashboard.png. Every wait is on a page condition or a committed offset."""
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 import pytest
@@ -21,6 +24,8 @@ from producers.events import EventFactory, Produced, bad_records
 from producers.kafka import produce
 from stack.local import REPO, STATE_DIR, DashboardProcess
 from stack.observe import TopicReader, wait_caught_up
+from streams.pacing import cost_micros
+from streams.schemas.adevents import NoticeKind
 from tests.integration.conftest import Scorer
 from tests.integration.test_decisions_e2e import STAPLES, brand_spike, click
 
@@ -85,32 +90,53 @@ def produce_and_wait(scorer: Scorer, records: list[Produced]) -> None:
     wait_caught_up(scorer.settings, scorer.settings.topics.consumed, timeout=CATCH_UP_S, alive=scorer.alive)
 
 
-def topic_truth(scorer: Scorer) -> dict[str, Counter[str]]:
-    """What the result topics hold, counted here (one per output id), apart from the dashboard."""
+def topic_truth(scorer: Scorer) -> tuple[dict[str, Counter[str]], list[str]]:
+    """What the result topics hold, counted here (one per output id), apart from the dashboard;
+    and the billing notice URLs of the bids."""
     topics = scorer.settings.topics
-    with TopicReader(scorer.settings, [topics.cs_replies, topics.ad_bids, *topics.dead_letters]) as reader:
+    read = [topics.cs_replies, topics.ad_bids, topics.ad_outcomes, *topics.dead_letters]
+    with TopicReader(scorer.settings, read) as reader:
         reader.read_to_end()
-    truth: dict[str, Counter[str]] = {"cs": Counter(), "nbr": Counter(), "dlq": Counter(), "spend": Counter()}
+    truth: dict[str, Counter[str]] = {
+        "cs": Counter(),
+        "nbr": Counter(),
+        "dlq": Counter(),
+        "bid_value": Counter(),
+        "spent": Counter(),
+    }
+    burls = []
     seen = set()
     for record in reader.records:
         if record.topic.endswith(".dlq"):
             truth["dlq"][record.headers["x-dlq-reason"].decode()] += 1
             continue
         body = orjson.loads(record.value or b"{}")
-        key = body.get("reply_id") or body["ext"]["response_id"]
+        key = body.get("reply_id") or body.get("outcome_id") or body["ext"]["response_id"]
         if key in seen:
             continue
         seen.add(key)
         if record.topic == topics.cs_replies:
             truth["cs"][body["action"]] += 1
+        elif record.topic == topics.ad_outcomes:
+            if body["kind"] == "billed":
+                truth["spent"][body["campaign"]] += body["charged_micros"]
         elif body.get("nbr") is not None:
             truth["nbr"][str(body["nbr"])] += 1
         else:
             truth["nbr"]["bid"] += 1
             for seat in body["seatbid"]:
                 for bid in seat["bid"]:
-                    truth["spend"][bid["cid"]] += round(bid["price"] * 1_000_000 / 1000)  # micros
-    return truth
+                    truth["bid_value"][bid["cid"]] += round(bid["price"] * 1_000_000 / 1000)  # micros
+                    burls.append(bid["burl"])
+    return truth, burls
+
+
+def billing_notice(scorer: Scorer, burl: str, clearing_cpm: float) -> Produced:
+    """The ad-events record the gateway writes for an exchange's call of `burl` at `clearing_cpm`."""
+    query = dict(parse_qsl(urlsplit(burl).query))
+    ticket = scorer.settings.notice_signer.verify(NoticeKind.BILLING, query)
+    event = ticket.event(NoticeKind.BILLING, datetime.now(UTC), price=clearing_cpm)
+    return Produced("ad-events", event.key.encode(), event.model_dump_json().encode())
 
 
 def test_the_dashboard_shows_the_results_live_in_a_browser(scorer: Scorer) -> None:
@@ -167,7 +193,7 @@ def test_the_dashboard_shows_the_results_live_in_a_browser(scorer: Scorer) -> No
                 ],
             )
             produce_and_wait(scorer, [factory.bid_request(user_id="u-loyal", tmax=5000, floor=0.01)])
-            truth = topic_truth(scorer)
+            truth, burls = topic_truth(scorer)
             assert sum(truth["cs"].values()) == len(CHATS)
             assert (truth["nbr"]["15"], truth["nbr"]["8"], truth["nbr"]["bid"]) == (2, 2, 1), truth["nbr"]
             assert sum(truth["dlq"].values()) == len(bad)
@@ -180,10 +206,12 @@ def test_the_dashboard_shows_the_results_live_in_a_browser(scorer: Scorer) -> No
             expect(page.locator("#no-bids")).to_have_text(str(sum(truth["nbr"].values()) - 1))
             expect(page.locator('#nbr-reasons tr[data-nbr="15"] td.count')).to_have_text("2")
             expect(page.locator('#nbr-reasons tr[data-nbr="8"] td.count')).to_have_text("2")
-            [(campaign, micros)] = truth["spend"].items()
-            expect(page.locator(f'#campaigns tr[data-campaign="{campaign}"] td.spent')).to_have_text(
-                f"{micros / 1_000_000:.6f}"
-            )
+            # campaigns: the bid's value at its bid price; nothing billed yet, and the page says so
+            [(campaign, bid_micros)] = truth["bid_value"].items()
+            spend_row = page.locator(f'#campaigns tr[data-campaign="{campaign}"]')
+            expect(spend_row.locator("td.bid-value")).to_have_text(f"{bid_micros / 1_000_000:.6f}")
+            expect(spend_row.locator("td.spent")).to_have_text("0.000000")
+            expect(page.locator("#billing-note")).to_be_visible()
             # dead letters by reason
             expect(page.locator("#dlq-total")).to_have_text(str(len(bad)))
             for reason, n in truth["dlq"].items():
@@ -202,6 +230,19 @@ def test_the_dashboard_shows_the_results_live_in_a_browser(scorer: Scorer) -> No
             samples = page.locator('#latency tr[data-output="cs-replies"] td.samples')
             expect(samples).to_have_text(str(len(CHATS)))
             expect(page.locator("#lag-total")).to_have_text("0")
+
+            # the exchange bills the bid at half its price: the booked spend is the clearing cost
+            [burl] = burls
+            clearing = round(bid_micros / 1_000 / 2, 4)  # CPM
+            produce_and_wait(scorer, [billing_notice(scorer, burl, clearing)])
+            booked, _ = topic_truth(scorer)
+            assert booked["spent"] == {campaign: cost_micros(clearing)}, booked["spent"]
+            expect(spend_row.locator("td.spent")).to_have_text(f"{cost_micros(clearing) / 1_000_000:.6f}")
+            outcomes = page.locator(f'#outcomes tr[data-campaign="{campaign}"]')
+            expect(outcomes.locator("td.bids")).to_have_text("1")
+            expect(outcomes.locator("td.billed")).to_have_text("1")
+            expect(outcomes.locator("td.lost")).to_have_text("0")
+            expect(page.locator("#billing-note")).to_be_hidden()
 
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)

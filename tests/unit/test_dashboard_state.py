@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from dashboard.state import BUCKET_MS, BUCKETS, Dashboard, lag_from, pacing_allowed_micros, percentile
+from dashboard.campaigns import pacing_allowed_micros
+from dashboard.state import BUCKET_MS, BUCKETS, Dashboard, lag_from, percentile
 from streams.campaigns import Campaign
 from streams.schemas import BidResponse, BrandAlert, BrandWindow, CsReply, SegmentUpdate
+from streams.schemas.adevents import AdOutcome, OutcomeKind
 from streams.schemas.bids import Bid, NoBidReason, ResponseExt, SeatBid
 from streams.schemas.common import SourceRef
 from streams.schemas.outputs import Sentiment, SentimentLabel
@@ -77,7 +79,28 @@ def no_bid(offset: int, nbr: NoBidReason) -> BidResponse:
     )
 
 
-def campaign(budget: float = 400.0, mode: str = "even", burst: float = 0.05) -> Campaign:
+def outcome(
+    kind: OutcomeKind, bid_id: str, at: datetime, charged: int = 0, released: int = 0, campaign: str = "camp"
+) -> AdOutcome:
+    return AdOutcome(
+        outcome_id=f"{kind.value}:{bid_id}",
+        kind=kind,
+        bid_id=bid_id,
+        campaign=campaign,
+        user="u-secret-9",
+        auction_type=2,
+        bid_price=3.0,
+        clearing_price=charged * 1000 / 1_000_000 if kind is OutcomeKind.BILLED else None,
+        charged_micros=charged,
+        released_micros=released,
+        bid_at=at - timedelta(seconds=2),
+        at=at,
+    )
+
+
+def campaign(
+    budget: float = 400.0, mode: str = "even", burst: float = 0.05, shape: list[float] | None = None
+) -> Campaign:
     return Campaign.model_validate(
         {
             "id": "camp",
@@ -85,7 +108,7 @@ def campaign(budget: float = 400.0, mode: str = "even", burst: float = 0.05) -> 
             "value_per_conversion": 0.01,
             "max_cpm": 3.2,
             "daily_budget": budget,
-            "pacing": {"mode": mode, "burst": burst},
+            "pacing": {"mode": mode, "burst": burst, "shape": shape},
             "creatives": [{"crid": "c", "format": "banner", "w": 300, "h": 250}],
         }
     )
@@ -152,11 +175,11 @@ def test_dead_letters_are_counted_by_reason_and_redeliveries_once() -> None:
     ]
 
 
-def test_spend_today_against_the_even_pacing_line() -> None:
+def test_bids_are_counted_and_valued_at_bid_prices_not_as_spend() -> None:
     state = Dashboard(campaigns=[campaign(budget=400.0, burst=0.05)])
     state.bid_response(bid(1, 2.5), NOW_MS - 60_000)  # 2.5 CPM: 2,500 micros
     state.bid_response(bid(2, 3.2), NOW_MS - 1_000)  # 3,200 micros
-    state.bid_response(bid(3, 3.0), NOW_MS - 7 * 3_600_000)  # yesterday 23:00 UTC: not today's spend
+    state.bid_response(bid(3, 3.0), NOW_MS - 7 * 3_600_000)  # yesterday 23:00 UTC: not today's
     state.bid_response(no_bid(4, NoBidReason.INSUFFICIENT_AUCTION_TIME), NOW_MS)
     state.bid_response(no_bid(5, NoBidReason.INSUFFICIENT_AUCTION_TIME), NOW_MS)
     state.bid_response(no_bid(6, NoBidReason.UNMATCHED_USER), NOW_MS)
@@ -167,16 +190,59 @@ def test_spend_today_against_the_even_pacing_line() -> None:
         {"nbr": 8, "name": "unmatched_user", "count": 1},
     ]
     [row] = camp["rows"]
+    assert (row["campaign"], row["bids_today"], row["bid_value_today"]) == ("camp", 2, 0.0057)
+    # nothing billed: no spend, whatever was bid
+    assert (row["spent_today"], row["pace"]) == (0.0, 0.0)
+    assert row["outcomes_today"] == {"won": 0, "billed": 0, "lost": 0, "expired": 0}
     # 06:00 UTC: 0.25 of the day + 0.05 burst = 0.30 of 400 = 120 allowed by now
-    assert row["pacing_allowed"] == 120.0
-    assert row["spent_today"] == 0.0057  # 2,500 + 3,200 micros
-    assert row["pace"] == 5_700 / 120_000_000
-    assert (row["campaign"], row["bids"], row["daily_budget"], row["pacing_mode"]) == (
-        "camp",
-        3,
-        400.0,
-        "even",
+    assert (row["pacing_allowed"], row["daily_budget"], row["pacing_mode"]) == (120.0, 400.0, "even")
+
+
+def test_spend_today_is_what_billed_outcomes_booked_once_each() -> None:
+    state = Dashboard(campaigns=[campaign(budget=400.0, burst=0.05)])
+    state.bid_response(bid(1, 2.5), NOW_MS - 60_000)
+    assert state.ad_outcome(outcome(OutcomeKind.WON, "b1", NOW - timedelta(seconds=50)), NOW_MS)
+    assert state.ad_outcome(
+        outcome(OutcomeKind.BILLED, "b1", NOW - timedelta(seconds=40), 1_800, 2_500), NOW_MS
     )
+    assert state.ad_outcome(
+        outcome(OutcomeKind.BILLED, "b2", NOW - timedelta(seconds=5), 2_700, 3_000), NOW_MS
+    )
+    # the worker replayed b2's billing notice: the same outcome id again, booked once
+    again = outcome(OutcomeKind.BILLED, "b2", NOW - timedelta(seconds=5), 2_700, 3_000)
+    assert not state.ad_outcome(again, NOW_MS + 10)
+    assert state.ad_outcome(
+        outcome(OutcomeKind.LOST, "b4", NOW - timedelta(seconds=3), released=3_000), NOW_MS
+    )
+    assert state.ad_outcome(
+        outcome(OutcomeKind.EXPIRED, "b5", NOW - timedelta(seconds=1), released=900), NOW_MS
+    )
+    # billed yesterday at 23:00 UTC: yesterday's spend, not today's
+    yesterday = outcome(OutcomeKind.BILLED, "b3", NOW - timedelta(hours=7), 2_900, 3_000)
+    assert state.ad_outcome(yesterday, NOW_MS)
+    snap = state.snapshot(NOW)
+    [row] = snap["campaigns"]["rows"]
+    assert row["spent_today"] == 0.0045  # 1,800 + 2,700 micros
+    assert row["pace"] == 4_500 / 120_000_000
+    assert row["outcomes_today"] == {"won": 1, "billed": 2, "lost": 1, "expired": 1}
+    assert (row["bids_today"], row["bid_value_today"]) == (1, 0.0025)
+    assert snap["health"]["dropped"]["duplicates"] == 1
+    # the next day starts from nothing booked
+    [tomorrow] = state.snapshot(NOW + timedelta(days=1))["campaigns"]["rows"]
+    assert (tomorrow["spent_today"], tomorrow["outcomes_today"]["billed"]) == (0.0, 0)
+
+
+def test_an_outcome_for_an_unconfigured_campaign_has_a_row_without_a_line() -> None:
+    state = Dashboard(campaigns=[campaign()])
+    state.ad_outcome(outcome(OutcomeKind.BILLED, "b1", NOW, 1_000, 1_000, campaign="retired"), NOW_MS)
+    rows = {r["campaign"]: r for r in state.snapshot(NOW)["campaigns"]["rows"]}
+    assert sorted(rows) == ["camp", "retired"]
+    assert (rows["retired"]["spent_today"], rows["retired"]["pacing_allowed"], rows["retired"]["pace"]) == (
+        0.001,
+        None,
+        None,
+    )
+    assert rows["camp"]["spent_today"] == 0.0
 
 
 def test_pacing_line_asap_and_capped_at_the_budget() -> None:
@@ -184,6 +250,18 @@ def test_pacing_line_asap_and_capped_at_the_budget() -> None:
     late = NOW.replace(hour=23, minute=30)  # 0.979 of the day + 0.05 > 1: the whole budget
     assert pacing_allowed_micros(campaign(budget=10.0, burst=0.05), late) == 10_000_000
     assert pacing_allowed_micros(campaign(budget=10.0, burst=0.0), NOW.replace(hour=12)) == 5_000_000
+
+
+def test_pacing_line_follows_the_campaigns_hour_of_day_shape() -> None:
+    # weight 3 for hours 0-5, 1 for hours 6-23: 36 in all, 18 of it gone by 06:00 (an even
+    # line would say 0.25 of the day)
+    shaped = campaign(budget=400.0, mode="shape", burst=0.0, shape=[3.0] * 6 + [1.0] * 18)
+    assert pacing_allowed_micros(shaped, NOW) == 200_000_000  # 18 / 36 of 400
+    assert pacing_allowed_micros(shaped, NOW.replace(minute=30)) == 205_555_555  # 18.5 / 36, floored
+    state = Dashboard(campaigns=[shaped])
+    state.ad_outcome(outcome(OutcomeKind.BILLED, "b1", NOW, 50_000_000, 50_000_000), NOW_MS)
+    [row] = state.snapshot(NOW)["campaigns"]["rows"]
+    assert (row["pacing_allowed"], row["pace"], row["pacing_mode"]) == (200.0, 0.25, "shape")
 
 
 def test_latency_joins_each_output_to_its_input_timestamp_either_order() -> None:
@@ -280,5 +358,6 @@ def test_the_snapshot_names_no_user() -> None:
     state = Dashboard()
     state.cs_reply(reply(1), NOW_MS)  # user u-secret-7
     state.segment_update(segment("u-secret-8", 1, ["churn_risk"], ["churn_risk"], []), NOW_MS)
+    state.ad_outcome(outcome(OutcomeKind.BILLED, "b1", NOW, 1_000, 1_000), NOW_MS)  # user u-secret-9
     blob = orjson.dumps(state.snapshot(NOW))
     assert b"u-secret" not in blob and b"c-u1" not in blob

@@ -33,7 +33,14 @@ DEFAULT_PORTS = {
     "DASHBOARD_PORT": 8765,
 }
 PROJECT_PREFIX = "ms-compose-test-"  # tools/compose-test.sh removes what a killed run left
-SERVICES = ("kafka", "topics", "triton", "worker", "gateway", "dashboard")  # `up`; the producer is run by tests
+SERVICES = (
+    "kafka",
+    "topics",
+    "triton",
+    "worker",
+    "gateway",
+    "dashboard",
+)  # `up`; the producer is run by tests
 
 
 class ComposeError(AssertionError):

@@ -134,7 +134,7 @@ def topic_truth(scorer: Scorer) -> tuple[dict[str, Counter[str]], list[str]]:
 def billing_notice(scorer: Scorer, burl: str, clearing_cpm: float) -> Produced:
     """The ad-events record the gateway writes for an exchange's call of `burl` at `clearing_cpm`."""
     query = dict(parse_qsl(urlsplit(burl).query))
-    ticket = scorer.settings.notice_signer.verify(NoticeKind.BILLING, query)
+    ticket = scorer.settings.notice_signer().verify(NoticeKind.BILLING, query)
     event = ticket.event(NoticeKind.BILLING, datetime.now(UTC), price=clearing_cpm)
     return Produced("ad-events", event.key.encode(), event.model_dump_json().encode())
 

@@ -229,7 +229,7 @@ def create_app(settings: Settings, health: Health | None = None) -> faust.App:
         metrics,
     )
     ledger = Ledger(tables.ledger, partitions=settings.partitions)
-    add_metrics_refresh(app, metrics, group_offsets, inputs, ctx, ledger, book)
+    add_metrics_refresh(app, metrics, inputs, ctx, ledger, book)
 
     @app.task
     async def wait_for_models() -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 from faust.types import AppT
 
-from streams.admin import GroupOffsets
 from streams.agents import Activity
 from streams.campaigns import CampaignBook
 from streams.errors import WorkerStalled
@@ -178,14 +177,13 @@ def add_liveness_check(
 def add_metrics_refresh(
     app: AppT,
     metrics: WorkerMetrics,
-    group_offsets: GroupOffsets,
     inputs: Collection[str],
     ctx: Context,
     ledger: Ledger,
     book: CampaignBook,
 ) -> None:
-    """Every few seconds: the lag of each input partition this worker owns (end offset minus the
-    group's committed offset, both from the broker, bounded by a timeout), and each campaign's
+    """Every few seconds: the lag of each input partition this worker owns (end offset from the
+    broker, bounded by a timeout, minus the offset this worker committed), and each campaign's
     spend, budget and pacing line on the bid partitions it owns (from the ledger table). Nothing
     is measured during a rebalance: the figures would describe partitions changing hands."""
     bid_requests = ctx.settings.topics.bid_requests
@@ -199,7 +197,11 @@ def add_metrics_refresh(
         try:
             async with asyncio.timeout(METRICS_EVERY_S):
                 ends = await app.consumer.highwaters(*owned.values()) if owned else {}
-                committed = await asyncio.to_thread(group_offsets.committed, list(owned)) if owned else {}
+                # Faust's own record of what this worker committed (it is the partitions' only
+                # committer), not the admin API's OffsetFetch: librdkafka's admin client can crash
+                # the process on a NOT_COORDINATOR answer while the broker restarts (a SIGSEGV seen
+                # in the broker-restart fault test; confluent-kafka-python#1982, -javascript#374)
+                committed = {key: committed_offset(app.consumer, tp) for key, tp in owned.items()}
                 fresh = [tp for key, tp in owned.items() if committed.get(key) is None]
                 starts = await app.consumer.earliest_offsets(*fresh) if fresh else {}
         except Exception as exc:  # the last figures stay; the next tick asks again

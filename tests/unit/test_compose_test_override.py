@@ -156,7 +156,9 @@ def test_triton_serves_the_cpu_profile_without_a_gpu(projects: tuple[dict[str, A
         onnx = re.search(r'"(\.\./[^"]+\.onnx)"', config.read_text())
         assert onnx is not None
         in_container = (Path("/models/text_encoder/1") / onnx.group(1).replace("{version}", "1")).resolve()
-        assert in_container == Path("/triton_models/text_encoder/1/model.onnx")
+        # model.onnx, or model.int8.onnx where this machine measured INT8 as meeting its targets
+        assert in_container.parent == Path("/triton_models/text_encoder/1")
+        assert in_container.name in ("model.onnx", "model.int8.onnx")
 
 
 def test_every_image_is_built_here_on_base_images_made_here(

@@ -24,7 +24,7 @@ REPLIES = ROOT / "config" / "replies.json"
 LABELS_JSON = ROOT / "triton_models" / "text_encoder" / "labels.json"
 
 LABELS = INTENTS  # the exact label set, pinned once in test_model_configs
-PER_SPLIT = {"train": 50, "valid": 10, "test": 15}
+PER_SPLIT = {"train": 75, "valid": 10, "test": 15}
 NO_REPLY = {"human_agent", "other"}
 ESCALATE = {"never", "if_negative", "always"}
 NEAR_DUPLICATE = 0.9
@@ -70,7 +70,7 @@ def test_exactly_the_labels_and_the_counts_per_split() -> None:
     for label in LABELS:
         for split, n in PER_SPLIT.items():
             assert counts[label, split] == n, (label, split, counts[label, split])
-    assert len(rows()) == len(LABELS) * sum(PER_SPLIT.values()) == 975
+    assert len(rows()) == len(LABELS) * sum(PER_SPLIT.values()) == 1300
 
 
 def test_no_duplicate_texts() -> None:

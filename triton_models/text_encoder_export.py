@@ -48,10 +48,14 @@ def tokenizer_file() -> Path:
 
 
 class TextEncoder(nn.Module):
-    """BERT encoder -> masked mean pooling -> L2 normalisation -> linear heads with softmax.
+    """BERT encoder -> masked mean pooling -> L2 normalisation = the features; linear heads with
+    softmax on the features; the served embedding = L2-normalised `embedding_head(features)`.
 
-    The heads read the normalised embedding, the same vector the service returns, so a head
-    trained later as logistic regression on served embeddings drops in unchanged.
+    `embedding_head` starts as the identity, so an untouched encoder serves all-MiniLM-L6-v2's
+    sentence embedding exactly (the quick model; a head fitted as logistic regression on served
+    embeddings drops in unchanged). The fine-tune trains it, with the encoder, to reproduce the
+    pretrained embedding from the fine-tuned features (a distillation term), so one encoder pass
+    serves task heads that moved the features and a general sentence embedding.
     """
 
     def __init__(self, encoder: nn.Module, hidden: int, n_sentiment: int, n_intents: int) -> None:
@@ -59,17 +63,22 @@ class TextEncoder(nn.Module):
         self.encoder = encoder
         self.sentiment_head = nn.Linear(hidden, n_sentiment)
         self.intent_head = nn.Linear(hidden, n_intents)
+        self.embedding_head = nn.Linear(hidden, hidden)
+        with torch.no_grad():
+            self.embedding_head.weight.copy_(torch.eye(hidden))
+            self.embedding_head.bias.zero_()
 
     def logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(sentiment logits, intent logits, normalised embedding): what training reads."""
+        """(sentiment logits, intent logits, served embedding): what training reads."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         # As sentence-transformers' Pooling(mean): sum over real tokens / their count (>= 1e-9).
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        embedding = F.normalize(pooled, p=2.0, dim=1)
-        return self.sentiment_head(embedding), self.intent_head(embedding), embedding
+        features = F.normalize(pooled, p=2.0, dim=1)
+        embedding = F.normalize(self.embedding_head(features), p=2.0, dim=1)
+        return self.sentiment_head(features), self.intent_head(features), embedding
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -101,7 +110,11 @@ def load_text_encoder(checkpoint: Path | None = CHECKPOINT) -> TextEncoder:
     torch.manual_seed(HEAD_SEED)
     model = TextEncoder(encoder, hidden, len(labels["sentiment"]), len(labels["intents"]))
     if checkpoint is not None and checkpoint.exists():
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if "embedding_head.weight" not in state:  # saved before the head existed: it served the features
+            state["embedding_head.weight"] = torch.eye(hidden)
+            state["embedding_head.bias"] = torch.zeros(hidden)
+        model.load_state_dict(state)
         log.info("[text_encoder] loaded fine-tuned weights from %s", checkpoint)
     else:
         log.info(

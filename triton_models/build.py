@@ -461,12 +461,20 @@ def build_text_encoder(force: bool, training: str = "full") -> StepResult:
         "intent_test_macro_f1": (trained.metrics.get("intent") or {}).get("macro_f1", "untrained"),
         "bytes": dest.stat().st_size,
     }
-    labels = load_labels()  # what the worker learns from the served config (configs.py)
-    if training == "quick":  # its own calibration; labels.json keeps the full model's
-        labels |= {
-            "neutral_band": calibration["neutral_band"],
-            "sentiment_temperature": calibration["temperature"],
-        }
+    in_domain = (trained.metrics["sentiment"].get("in_domain") or {}).get("test")
+    if in_domain:
+        details["in_domain_test"] = in_domain
+    cosines = {k: v["mean_cosine_to_pretrained"] for k, v in (trained.metrics.get("embedding") or {}).items()}
+    if cosines:
+        details["embedding_cosine_to_minilm"] = cosines
+    # What the worker learns from the served config (configs.py): the contract of labels.json
+    # with this version's own calibration. labels.json itself keeps the full model's, so a fast
+    # or quick build never rewrites it, and no version is read with another version's band.
+    labels = load_labels() | {
+        "neutral_band": calibration["neutral_band"],
+        "neutral_band_rule": calibration["rule"],
+        "sentiment_temperature": calibration["temperature"],
+    }
     card = _new_card(
         TEXT_ENCODER,
         version,

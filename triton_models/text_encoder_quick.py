@@ -1,6 +1,6 @@
 """The quick text encoder: frozen all-MiniLM-L6-v2 with logistic-regression heads, in minutes.
 
-What `make demo` serves on a machine that has no fine-tune yet (the full one takes ~35 min on
+What `make demo` serves on a machine that has no fine-tune yet (the full one takes ~22 min on
 2 cores). The encoder is the pretrained MiniLM untouched, so the served embedding is the
 pretrained sentence embedding (mean pooling, L2-normalised); the sentiment and intent heads
 are multinomial logistic regressions fitted on the frozen embeddings of the same training

@@ -125,7 +125,7 @@ def test_cpu_profile_is_derived_from_the_canonical_one(
 
         params = {k: v.string_value for k, v in cfg.parameters.items()}
         assert int(params[configs.PARAM_THREADS]) >= 1
-        version_dir = dest / name / "1"
+        version_dir = dest / name / str(triton_models.current_version(name))
         # The text encoder may be served as its INT8 file (test_quantize.py covers the choice).
         served = {triton_models.onnx_path(name)}
         if name == triton_models.TEXT_ENCODER:

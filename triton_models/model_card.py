@@ -555,7 +555,7 @@ def _targets_section(text: dict[str, Any] | None, recommender: dict[str, Any] | 
                 ("neutral_inside_band", "in-domain neutral posts inside the band", ">"),
             ):
                 got = float(dom[key])
-                met = got >= goal[key] if op == ">=" else got <= goal[key] if op == "<=" else got > goal[key]
+                met = _meets(got, op, goal[key])
                 row(what, f"{op} {goal[key]:.0%}", got, met, f"{abs(got - goal[key]) * 100:.1f} points off")
         cosines = [r["mean_cosine_to_pretrained"] for r in (text.get("embedding") or {}).values()]
         if cosines:
@@ -744,8 +744,12 @@ def int8_section(m: dict[str, Any] | None) -> list[str]:
     return [*out, ""]
 
 
+def _meets(got: float, op: str, goal: float) -> bool:
+    return got >= goal if op == ">=" else got <= goal if op == "<=" else got > goal
+
+
 def _target_row(what: str, op: str, goal: float, got: float) -> list[str]:
-    met = got >= goal if op == ">=" else got <= goal if op == "<=" else got > goal
+    met = _meets(got, op, goal)
     gap = abs(got - goal) * 100
     return [what, f"{op} {goal:.0%}", _pct(got), "met" if met else f"**not met** ({gap:.1f} points off)"]
 
